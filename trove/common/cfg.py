@@ -1,0 +1,202 @@
+"""Every configuration option the CouchDB guest agent reads.
+
+Options are registered on the global ``cfg.CONF`` when this module is imported
+(oslo.messaging and oslo.log need the global object) and read inside
+functions only, never at import time.  ``list_opts()`` exports every group for
+``oslo-config-generator`` (see ``setup.cfg``).
+"""
+
+from oslo_config import cfg
+
+CONF = cfg.CONF
+
+DEFAULT_BACKUP_KEY = 'default_aes_cbc_key'
+
+common_opts = [
+    cfg.StrOpt('guest_id',
+               help='The ID of this guest: the Trove instance UUID. Trove '
+                    'injects it in /etc/trove/conf.d/guest_info.conf. The '
+                    'agent refuses to start without it.'),
+    cfg.StrOpt('datastore_manager',
+               help='Manager of the datastore on this guest; "couchdb" for '
+                    'this agent. Injected by Trove in guest_info.conf.'),
+    cfg.StrOpt('datastore_version',
+               help='Datastore version name, injected by Trove.'),
+    cfg.StrOpt('tenant_id',
+               help='Project that owns this instance, injected by Trove.'),
+    cfg.DictOpt('datastore_registry_ext', default={},
+                help='Extra datastore_manager:class entries for the manager '
+                     'registry; an entry here overrides the built-in one. '
+                     'Trove 26 injects couchdb:<registry_ext of the version>.'),
+    cfg.StrOpt('instance_rpc_encr_key', secret=True,
+               help='Per-instance key that encrypts RPC payloads between '
+                    'the control plane and this guest (AES-256-CBC, as '
+                    'Trove does it). Injected by Trove in guest_info.conf.'),
+    cfg.StrOpt('replication_strategy',
+               help='Replication strategy of the datastore version, '
+                    'injected by Trove 26 in guest_info.conf.'),
+    cfg.StrOpt('ssl_mode',
+               help='TLS mode injected by Trove 26 ("None" when off).'),
+    cfg.BoolOpt('network_isolation', default=False,
+                help='Injected by Trove 26: whether the database network is '
+                     'isolated from the management network.'),
+    cfg.StrOpt('conductor_queue', default='trove-conductor',
+               help='Topic the conductor listens on.'),
+    cfg.IntOpt('report_interval', default=30, min=1,
+               help='Seconds between two status heartbeats to the '
+                    'conductor.'),
+    cfg.IntOpt('agent_call_low_timeout', default=15, min=1,
+               help='Timeout in seconds of quick calls made by the '
+                    'taskmanager-side client (trove/guestagent/api.py).'),
+    cfg.IntOpt('agent_call_high_timeout', default=600, min=1,
+               help='Timeout in seconds of slow calls (restart, volume '
+                    'operations) made by the taskmanager-side client.'),
+    cfg.StrOpt('guest_state_dir', default='/var/lib/trove-guestagent',
+               help='Directory, outside the database data directory, where '
+                    'the agent keeps its state: prepare markers and the '
+                    '0600 credentials file of the internal admin.'),
+    cfg.IntOpt('state_change_wait_time', default=180, min=1,
+               help='Seconds to wait for CouchDB to start or stop.'),
+    cfg.IntOpt('command_process_timeout', default=600, min=1,
+               help='Seconds before a command run by the agent (mkfs, '
+                    'mount, package installs) is terminated.'),
+    cfg.BoolOpt('root_grant_option', default=True,
+                help='Kept for configuration compatibility with Trove.'),
+]
+
+upgrade_levels_opts = [
+    cfg.StrOpt('guestagent', default='latest',
+               help='Version cap of the guest RPC API used by the '
+                    'taskmanager-side client.'),
+    cfg.StrOpt('conductor', default='latest',
+               help='Version cap of the conductor RPC API used by this '
+                    'agent.'),
+]
+
+couchdb_group = cfg.OptGroup(
+    'couchdb', title='CouchDB options',
+    help='Options of the CouchDB datastore and of how the agent manages it.')
+
+couchdb_opts = [
+    cfg.ListOpt('tcp_ports', default=['5984'],
+                help='TCP ports and/or port ranges that the security group '
+                     'opens for CouchDB (used by the control plane).'),
+    cfg.ListOpt('udp_ports', default=[],
+                help='UDP ports and/or port ranges that the security group '
+                     'opens (none for CouchDB).'),
+    cfg.PortOpt('port', default=5984,
+                help='Port CouchDB listens on.'),
+    cfg.HostAddressOpt('host', default='127.0.0.1',
+                       help='Address the agent uses to reach CouchDB.'),
+    cfg.StrOpt('bind_address', default='0.0.0.0',
+               help='Address CouchDB is made to listen on during prepare, '
+                    'so that clients reach it on the instance address.'),
+    cfg.StrOpt('mount_point', default='/var/lib/couchdb',
+               help='CouchDB data directory; the volume is mounted here.'),
+    cfg.StrOpt('config_dir', default='/etc/couchdb',
+               help='CouchDB configuration directory (/etc/couchdb on 1.6, '
+                    '/opt/couchdb/etc on 3.x).'),
+    cfg.BoolOpt('volume_support', default=True,
+                help='Whether a Cinder volume is attached for the data.'),
+    cfg.StrOpt('device_path', default='/dev/vdb',
+               help='Device path of the data volume.'),
+    cfg.StrOpt('volume_fstype', default='ext3',
+               help='File system the data volume is formatted with.'),
+    cfg.StrOpt('format_options', default='-m 5',
+               help='Extra options for mkfs when formatting the volume.'),
+    cfg.StrOpt('mount_options', default='defaults,noatime',
+               help='Mount options of the data volume.'),
+    cfg.IntOpt('volume_format_timeout', default=120, min=1,
+               help='Seconds before formatting the volume is abandoned.'),
+    cfg.StrOpt('couchdb_user', default='couchdb',
+               help='System user that owns the CouchDB data directory.'),
+    cfg.StrOpt('couchdb_group', default='couchdb',
+               help='System group that owns the CouchDB data directory.'),
+    cfg.StrOpt('service_manager', default='systemd',
+               choices=[('systemd', 'systemctl start/stop of service_name'),
+                        ('sysvinit', 'service(8) start/stop of '
+                                     'service_name'),
+                        ('command', 'run start_command / stop_command')],
+               help='How the agent starts and stops CouchDB.'),
+    cfg.StrOpt('service_name', default='couchdb',
+               help='Name of the CouchDB systemd unit or init script.'),
+    cfg.StrOpt('start_command',
+               help='Command (split like a shell would, but never run by a '
+                    'shell) that starts CouchDB when service_manager is '
+                    '"command". It must return once CouchDB is launched.'),
+    cfg.StrOpt('stop_command',
+               help='Command that stops CouchDB when service_manager is '
+                    '"command". It must return once CouchDB has stopped.'),
+    cfg.StrOpt('api_version', default='auto',
+               choices=[('auto', 'probe the server'),
+                        ('1', 'CouchDB 1.x HTTP API'),
+                        ('3', 'CouchDB 2.x/3.x HTTP API')],
+               help='Which CouchDB HTTP API the server speaks. "auto" '
+                    'probes GET /_up (2.x/3.x) and GET / (1.x).'),
+    cfg.FloatOpt('http_timeout', default=30.0, min=0.1,
+                 help='Seconds the agent waits for one CouchDB HTTP '
+                      'request.'),
+    cfg.IntOpt('usage_timeout', default=400, min=1,
+               help='Seconds to wait for CouchDB to become available '
+                    'after a start during prepare.'),
+    cfg.ListOpt('ignore_users', default=['os_admin', 'root'],
+                help='Users hidden from list_users and refused by the user '
+                     'calls.'),
+    cfg.ListOpt('ignore_dbs', default=['_users', '_replicator',
+                                       '_global_changes'],
+                help='Databases hidden from list_databases and refused by '
+                     'the database calls.'),
+    cfg.BoolOpt('root_on_create', default=False,
+                help='Enable the root user when the instance is created.'),
+    cfg.StrOpt('root_controller',
+               default='trove.extensions.common.service.DefaultRootController',
+               help='Root controller used by the Trove API for this '
+                    'datastore.'),
+    cfg.IntOpt('default_password_length', default=36, min=8,
+               help='Length of generated passwords.'),
+    cfg.StrOpt('backup_strategy', default='CouchDBBackup',
+               help='Name of the backup strategy class.'),
+    cfg.StrOpt('backup_namespace',
+               default='trove.guestagent.strategies.backup.experimental.'
+                       'couchdb_impl',
+               help='Module that holds the backup strategy.'),
+    cfg.StrOpt('restore_namespace',
+               default='trove.guestagent.strategies.restore.experimental.'
+                       'couchdb_impl',
+               help='Module that holds the restore strategies.'),
+    cfg.DictOpt('backup_incremental_strategy', default={},
+                help='Incremental backup strategy per full strategy.'),
+    cfg.StrOpt('replication_strategy',
+               help='Name of the replication strategy class.'),
+    cfg.StrOpt('replication_namespace',
+               default='trove.guestagent.strategies.replication.'
+                       'experimental.couchdb_impl',
+               help='Module that holds the replication strategy.'),
+    cfg.StrOpt('guest_log_exposed_logs', default='',
+               help='Logs of this guest that users may see.'),
+]
+
+
+def register_opts(conf=CONF):
+    conf.register_opts(common_opts)
+    conf.register_group(couchdb_group)
+    conf.register_opts(couchdb_opts, group=couchdb_group)
+    conf.register_opts(upgrade_levels_opts, group='upgrade_levels')
+
+
+def list_opts():
+    """Every option group of the agent, for oslo-config-generator."""
+    return [
+        (None, common_opts),
+        ('upgrade_levels', upgrade_levels_opts),
+        (couchdb_group, couchdb_opts),
+    ]
+
+
+def get_configuration_property(name, manager=None):
+    """Read an option of the datastore's group, e.g. ``mount_point``."""
+    group = manager or CONF.datastore_manager or 'couchdb'
+    return CONF.get(group).get(name)
+
+
+register_opts()

@@ -1,0 +1,20 @@
+"""Constants of the CouchDB datastore."""
+
+MANAGER = 'couchdb'
+
+ADMIN_USER = 'os_admin'
+ROOT_USER = 'root'
+
+USER_DOC_PREFIX = 'org.couchdb.user:'
+USERS_DB = '_users'
+REPLICATOR_DB = '_replicator'
+GLOBAL_CHANGES_DB = '_global_changes'
+SYSTEM_DBS_3X = (USERS_DB, REPLICATOR_DB, GLOBAL_CHANGES_DB)
+
+# The longest database name CouchDB accepts.
+MAX_DB_NAME_LENGTH = 238
+# User names are kept short and plain: Trove's API caps them at 16
+# characters for MySQL, other clients (the CLI, Horizon) at 64.
+MAX_USER_NAME_LENGTH = 64
+
+ADMIN_CREDENTIALS_FILE = 'couchdb-os_admin.json'
