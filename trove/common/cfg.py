@@ -60,6 +60,10 @@ common_opts = [
     cfg.IntOpt('command_process_timeout', default=600, min=1,
                help='Seconds before a command run by the agent (mkfs, '
                     'mount, package installs) is terminated.'),
+    cfg.StrOpt('root_helper', default='sudo -n',
+               help='Command prefix that runs a command as root when the '
+                    'agent itself does not run as root (split on spaces, '
+                    'never run by a shell).'),
     cfg.BoolOpt('root_grant_option', default=True,
                 help='Kept for configuration compatibility with Trove.'),
 ]
