@@ -1,0 +1,210 @@
+"""The CouchDB guest agent's RPC endpoint.
+
+Each method translates one Trove guest API call into calls of the CouchDB
+control layer (``service.py``): wire dicts in, wire dicts out.
+"""
+
+import os
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from trove.common.db import models
+from trove.common import exception
+from trove.conductor import api as conductor_api
+from trove.guestagent.datastore.experimental.couchdb import names
+from trove.guestagent.datastore.experimental.couchdb import service
+from trove.guestagent.datastore.experimental.couchdb import system
+from trove.guestagent.datastore import manager
+from trove.guestagent.strategies import restore
+from trove.guestagent import volume
+
+CONF = cfg.CONF
+LOG = logging.getLogger(__name__)
+reported_cast = manager.reported_cast
+
+
+class Manager(manager.Manager):
+
+    manager_name = system.MANAGER
+
+    def __init__(self):
+        self._app = None
+        self._admin = None
+        super().__init__()
+
+    @property
+    def app(self):
+        if self._app is None:
+            self._app = service.CouchDBApp()
+        return self._app
+
+    @property
+    def admin(self):
+        if self._admin is None:
+            self._admin = service.CouchDBAdmin(self.app)
+        return self._admin
+
+    def get_actual_status(self):
+        return self.app.get_actual_status()
+
+    # Prepare.
+    def do_prepare(self, context, packages, databases, memory_mb, users,
+                   device_path, mount_point, backup_info, config_contents,
+                   root_password, overrides, cluster_config, snapshot,
+                   ds_version):
+        self._refuse_unsupported(overrides, cluster_config, snapshot)
+        db_names, user_list = self._checked(databases, users)
+        mount_point = self._mount_point(mount_point)
+        self.app.install_if_needed(packages or [])
+        if device_path and CONF.couchdb.volume_support:
+            self._prepare_volume(device_path, mount_point)
+        self.app.set_data_ownership(mount_point)
+        self.app.write_config_contents(config_contents)
+        self.app.start_db()
+        self.app.configure_bind_address(CONF.couchdb.bind_address)
+        self.app.secure()
+        self.app.ensure_system_databases()
+        if backup_info:
+            self._perform_restore(context, backup_info, mount_point)
+        if db_names:
+            self.admin.create_database(db_names)
+        if user_list:
+            self.admin.create_user(user_list)
+        self._prepare_root(context, root_password)
+
+    def _refuse_unsupported(self, overrides, cluster_config, snapshot):
+        for given, what in ((overrides, 'prepare with configuration '
+                                        'overrides'),
+                            (cluster_config, 'prepare as a cluster member'),
+                            (snapshot, 'prepare as a replica')):
+            if given:
+                raise exception.DatastoreOperationNotSupported(
+                    operation=what, datastore=self.manager_name)
+
+    @staticmethod
+    def _checked(databases, users):
+        """Validate everything prepare will create, before changing anything."""
+        db_names = [names.check_database_name(models.Schema.from_dict(d).name)
+                    for d in databases or []]
+        user_list = [models.User.from_dict(u) for u in users or []]
+        for user in user_list:
+            names.check_user_name(user.name)
+            names.check_password(user.password, user.name)
+            for db in user.databases:
+                names.check_database_name(db)
+        return db_names, user_list
+
+    def _prepare_volume(self, device_path, mount_point):
+        LOG.info("Preparing volume %s for %s.", device_path, mount_point)
+        self.app.stop_db()
+        device = volume.VolumeDevice(device_path)
+        device.format()
+        if os.path.isdir(mount_point) and os.listdir(mount_point):
+            device.migrate_data(mount_point)
+        device.mount(mount_point)
+
+    def _perform_restore(self, context, backup_info, mount_point):
+        LOG.info("Restoring backup %s.", backup_info.get('id'))
+        strategy = restore.get_restore_strategy(
+            backup_info.get('type') or CONF.couchdb.backup_strategy,
+            CONF.couchdb.restore_namespace)
+        strategy(context=context, backup_info=backup_info,
+                 restore_location=mount_point, app=self.app).restore()
+
+    def _prepare_root(self, context, root_password):
+        if root_password:
+            self.admin.enable_root(root_password)
+        elif CONF.couchdb.root_on_create:
+            self.admin.enable_root()
+        else:
+            return
+        conductor_api.API(context).report_root(CONF.guest_id)
+
+    # Lifecycle.
+    def restart(self, context):
+        self.app.restart()
+
+    def stop_db(self, context, do_not_start_on_reboot=False):
+        self.app.stop_db(do_not_start_on_reboot=do_not_start_on_reboot)
+
+    def start_db_with_conf_changes(self, context, config_contents,
+                                   ds_version=None):
+        self.app.write_config_contents(config_contents)
+        self.app.start_db()
+
+    def reset_configuration(self, context, configuration):
+        self.app.write_config_contents(
+            (configuration or {}).get('config_contents'))
+
+    # Databases.
+    @reported_cast
+    def create_database(self, context, databases):
+        self.admin.create_database(
+            [models.Schema.from_dict(d).name for d in databases or []])
+
+    def list_databases(self, context, limit=None, marker=None,
+                       include_marker=False):
+        page, next_marker = self.admin.list_databases(
+            limit=limit, marker=marker, include_marker=include_marker)
+        return [models.Schema(n).to_dict() for n in page], next_marker
+
+    @reported_cast
+    def delete_database(self, context, database):
+        self.admin.delete_database(models.Schema.from_dict(database).name)
+
+    # Users.
+    @reported_cast
+    def create_user(self, context, users):
+        self.admin.create_user([models.User.from_dict(u) for u in users])
+
+    def list_users(self, context, limit=None, marker=None,
+                   include_marker=False):
+        page, next_marker = self.admin.list_users(
+            limit=limit, marker=marker, include_marker=include_marker)
+        return [u.to_dict() for u in page], next_marker
+
+    def get_user(self, context, username, hostname):
+        user = self.admin.get_user(username)
+        return user.to_dict() if user is not None else None
+
+    @reported_cast
+    def delete_user(self, context, user):
+        self.admin.delete_user(models.User.from_dict(user).name)
+
+    @reported_cast
+    def change_passwords(self, context, users):
+        self.admin.change_passwords(
+            [models.User.from_dict(u) for u in users])
+
+    @reported_cast
+    def update_attributes(self, context, username, hostname, user_attrs):
+        self.admin.update_attributes(username, user_attrs or {})
+
+    def grant_access(self, context, username, hostname, databases):
+        self.admin.grant_access(
+            username, [models.Schema.from_dict(d).name for d in databases])
+
+    def revoke_access(self, context, username, hostname, database):
+        self.admin.revoke_access(username,
+                                 models.Schema.from_dict(database).name)
+
+    def list_access(self, context, username, hostname):
+        return [models.Schema(n).to_dict()
+                for n in self.admin.list_access(username)]
+
+    # Root.
+    def enable_root(self, context):
+        return self.admin.enable_root().to_dict()
+
+    def enable_root_with_password(self, context, root_password=None):
+        return self.admin.enable_root(root_password).to_dict()
+
+    def disable_root(self, context):
+        self.admin.disable_root()
+
+    def is_root_enabled(self, context):
+        return self.admin.is_root_enabled()
+
+    def get_root_password(self, context):
+        return self.admin.get_root_password()
