@@ -64,6 +64,9 @@ common_opts = [
                help='Command prefix that runs a command as root when the '
                     'agent itself does not run as root (split on spaces, '
                     'never run by a shell).'),
+    cfg.StrOpt('fstab_path', default='/etc/fstab',
+               help='File system table where the agent records the data '
+                    'volume so that it is mounted again at boot.'),
     cfg.BoolOpt('root_grant_option', default=True,
                 help='Kept for configuration compatibility with Trove.'),
 ]
