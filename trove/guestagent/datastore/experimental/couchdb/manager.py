@@ -12,6 +12,7 @@ from oslo_log import log as logging
 from trove.common.db import models
 from trove.common import exception
 from trove.conductor import api as conductor_api
+from trove.guestagent.datastore.experimental.couchdb import admin
 from trove.guestagent.datastore.experimental.couchdb import names
 from trove.guestagent.datastore.experimental.couchdb import service
 from trove.guestagent.datastore.experimental.couchdb import system
@@ -42,7 +43,7 @@ class Manager(manager.Manager):
     @property
     def admin(self):
         if self._admin is None:
-            self._admin = service.CouchDBAdmin(self.app)
+            self._admin = admin.CouchDBAdmin(self.app)
         return self._admin
 
     def get_actual_status(self):
@@ -61,9 +62,8 @@ class Manager(manager.Manager):
             self._prepare_volume(device_path, mount_point)
         self.app.set_data_ownership(mount_point)
         self.app.write_config_contents(config_contents)
-        self.app.start_db()
+        self.app.start_and_secure()
         self.app.configure_bind_address(CONF.couchdb.bind_address)
-        self.app.secure()
         self.app.ensure_system_databases()
         if backup_info:
             self._perform_restore(context, backup_info, mount_point)
@@ -84,7 +84,7 @@ class Manager(manager.Manager):
 
     @staticmethod
     def _checked(databases, users):
-        """Validate everything prepare will create, before changing anything."""
+        """Check all that prepare will create before changing anything."""
         db_names = [names.check_database_name(models.Schema.from_dict(d).name)
                     for d in databases or []]
         user_list = [models.User.from_dict(u) for u in users or []]

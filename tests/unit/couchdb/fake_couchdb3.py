@@ -1,0 +1,562 @@
+"""An HTTP-level fake of CouchDB 3.x (and, with version='1', of 1.6).
+
+Written from CouchDB's documentation (docs.couchdb.org: /_up, /,
+/_all_dbs, /{db}, /{db}/_security, /_users, /_node/{node}/_config, /_session)
+so that the agent's 3.x code paths run against real HTTP: a
+``ThreadingHTTPServer`` on 127.0.0.1 in a thread, with in-memory state.
+
+What it models:
+- Basic auth against the [admins] config section (stored hashed,
+  ``-pbkdf2-<key>,<salt>,<iterations>``) and the ``_users`` documents
+  (password hashed on write into derived_key/salt/iterations/...).
+- 3.x: ``/_up`` (404 ``{"status": "maintenance_mode"|"nolb"}`` when
+  ``[couchdb] maintenance_mode`` is set), admin-only ``/_all_dbs``, new
+  databases admin-only (``_security`` members/admins roles ``_admin``),
+  ``/_node/_local/_config``, ``/_node/_local/_restart``, no admin party, and
+  no start without an admin (like the real server).
+- 1.x: ``/_config``, ``/_restart``, admin party while there is no admin,
+  ``_users`` and ``_replicator`` created at start, open new databases.
+- Documents with ``_rev`` and 409 on a stale or missing rev.
+- ``drop_reply_to``: (method, path) pairs whose request is applied but whose
+  reply is never sent (the connection is closed), like a server that
+  restarts its listener.
+"""
+
+import base64
+import configparser
+import hashlib
+import http.server
+import json
+import os
+import re
+import secrets
+import socket
+import threading
+import uuid
+from urllib import parse
+
+_DB_NAME = re.compile(r'^[a-z][a-z0-9_$()+/-]*$')
+_SYSTEM_DBS = ('_users', '_replicator', '_global_changes')
+_ITERATIONS = 10
+_ADMIN_ONLY = {'members': {'roles': ['_admin']},
+               'admins': {'roles': ['_admin']}}
+
+
+class HTTPError(Exception):
+    def __init__(self, status, error, reason=''):
+        super().__init__(status, error, reason)
+        self.status = status
+        self.body = {'error': error, 'reason': reason}
+
+
+def hash_password(password, salt=None, iterations=_ITERATIONS):
+    salt = salt or secrets.token_hex(16)
+    key = hashlib.pbkdf2_hmac('sha256', password.encode(), salt.encode(),
+                              iterations).hex()
+    return key, salt, iterations
+
+
+def _admin_hash(password):
+    return '-pbkdf2-%s,%s,%s' % hash_password(password)
+
+
+def _check_admin_hash(stored, password):
+    key, salt, iterations = stored[len('-pbkdf2-'):].split(',')
+    return hash_password(password, salt, int(iterations))[0] == key
+
+
+class FakeCouchDB:
+    """One fake CouchDB node; ``start()``/``stop()`` like a real process."""
+
+    def __init__(self, version='3', port=0, require_admin=None):
+        self.version = version
+        self.port = port
+        self.require_admin = (version == '3' if require_admin is None
+                              else require_admin)
+        listener = 'chttpd' if version == '3' else 'httpd'
+        self.config = {'admins': {}, 'couchdb': {},
+                       listener: {'bind_address': '127.0.0.1'}}
+        self.dbs = {}
+        self.drop_reply_to = set()
+        self.fail_status = None
+        self.restarts = 0
+        # (method, raw path with query, Authorization header or None)
+        self.requests_seen = []
+        self.lock = threading.RLock()
+        self._server = None
+        self._thread = None
+        self._connections = set()
+        if version == '1':
+            for db in ('_users', '_replicator'):
+                self.dbs[db] = {'security': {}, 'docs': {}}
+
+    # -- process-like control ---------------------------------------------
+
+    @property
+    def url(self):
+        return 'http://127.0.0.1:%d' % self.port
+
+    @property
+    def running(self):
+        return self._server is not None
+
+    def start(self):
+        """Listen, unless 3.x without an admin (CouchDB refuses to)."""
+        if self.running:
+            return True
+        if self.require_admin and not self.config['admins']:
+            return False
+        server = http.server.ThreadingHTTPServer(('127.0.0.1', self.port),
+                                                 _handler_for(self))
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever,
+                                        args=(0.05,), daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self):
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with self.lock:
+            for conn in list(self._connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self._thread.join(5)
+
+    def load_ini_admins(self, config_dir):
+        """Read [admins] of <config_dir>/local.d/*.ini, as CouchDB at start."""
+        local_d = os.path.join(config_dir, 'local.d')
+        if not os.path.isdir(local_d):
+            return
+        for name in sorted(os.listdir(local_d)):
+            if not name.endswith('.ini'):
+                continue
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read(os.path.join(local_d, name))
+            if parser.has_section('admins'):
+                for user, value in parser.items('admins'):
+                    self.set_admin(user, value)
+
+    # -- state helpers ----------------------------------------------------
+
+    def set_admin(self, name, password):
+        with self.lock:
+            self.config['admins'][name] = (
+                password if password.startswith('-pbkdf2-')
+                else _admin_hash(password))
+
+    def set_maintenance(self, mode):
+        with self.lock:
+            if mode is None:
+                self.config['couchdb'].pop('maintenance_mode', None)
+            else:
+                self.config['couchdb']['maintenance_mode'] = mode
+
+    def security(self, db):
+        return json.loads(json.dumps(self.dbs[db]['security']))
+
+    def user_doc(self, name):
+        return self.dbs['_users']['docs'].get('org.couchdb.user:' + name)
+
+    # -- authentication ---------------------------------------------------
+
+    def authenticate(self, header):
+        """userCtx {name, roles} of an Authorization header, or 401."""
+        if not header:
+            party = self.version == '1' and not self.config['admins']
+            return {'name': None, 'roles': ['_admin'] if party else []}
+        try:
+            scheme, token = header.split(' ', 1)
+            name, _, password = base64.b64decode(token).decode().partition(
+                ':')
+        except ValueError:
+            scheme = None
+        if scheme != 'Basic':
+            raise HTTPError(401, 'unauthorized', 'Bad Authorization header')
+        stored = self.config['admins'].get(name)
+        if stored and _check_admin_hash(stored, password):
+            return {'name': name, 'roles': ['_admin']}
+        doc = self.user_doc(name) if '_users' in self.dbs else None
+        if doc and 'derived_key' in doc and hash_password(
+                password, doc['salt'], doc['iterations'])[0] == \
+                doc['derived_key']:
+            return {'name': name, 'roles': list(doc.get('roles', []))}
+        raise HTTPError(401, 'unauthorized', 'Name or password is incorrect.')
+
+
+def _is_admin(ctx):
+    return '_admin' in ctx['roles']
+
+
+def _require_admin(ctx):
+    if not _is_admin(ctx):
+        if ctx['name'] is None:
+            raise HTTPError(401, 'unauthorized',
+                            'You are not a server admin.')
+        raise HTTPError(403, 'forbidden', 'You are not a server admin.')
+
+
+def _in_section(ctx, section):
+    section = section or {}
+    return (ctx['name'] in section.get('names', [])
+            or bool(set(ctx['roles']) & set(section.get('roles', []))))
+
+
+def _check_member(ctx, security):
+    if _is_admin(ctx) or _in_section(ctx, security.get('admins')):
+        return
+    members = security.get('members') or {}
+    if not members.get('names') and not members.get('roles'):
+        return
+    if _in_section(ctx, members):
+        return
+    if ctx['name'] is None:
+        raise HTTPError(401, 'unauthorized',
+                        'You are not authorized to access this db.')
+    raise HTTPError(403, 'forbidden',
+                    'You are not allowed to access this db.')
+
+
+class _Routes:
+    """Request dispatch: one method per resource."""
+
+    def __init__(self, fake, method, segments, query, body, ctx):
+        self.fake = fake
+        self.method = method
+        self.segments = segments
+        self.query = query
+        self.body = body
+        self.ctx = ctx
+
+    def dispatch(self):
+        seg = self.segments
+        if not seg:
+            return self.root()
+        head = seg[0]
+        if head == '_up':
+            return self.up()
+        if head == '_session':
+            return 200, {'ok': True, 'userCtx': self.ctx,
+                         'info': {'authenticated': 'default'}}
+        if head == '_all_dbs':
+            if self.fake.version == '3':
+                _require_admin(self.ctx)
+            return 200, sorted(self.fake.dbs)
+        if self.fake.version == '3' and seg[:2] == ['_node', '_local']:
+            return self.node(seg[2:])
+        if self.fake.version == '1' and head == '_config':
+            return self.config(seg[1:])
+        if self.fake.version == '1' and seg == ['_restart']:
+            return self.restart()
+        if head.startswith('_') and head not in _SYSTEM_DBS:
+            raise HTTPError(400, 'illegal_database_name',
+                            'Name: %r' % head)
+        return self.database(head, seg[1:])
+
+    def root(self):
+        version = '3.5.0' if self.fake.version == '3' else '1.6.1'
+        return 200, {'couchdb': 'Welcome', 'version': version,
+                     'uuid': '85fb71bf700c17267fef77535820e371',
+                     'vendor': {'name': 'The Apache Software Foundation'}}
+
+    def up(self):
+        if self.fake.version != '3':
+            raise HTTPError(400, 'illegal_database_name',
+                            "Name: '_up'. Only lowercase characters...")
+        mode = self.fake.config['couchdb'].get('maintenance_mode')
+        if mode == 'true':
+            return 404, {'status': 'maintenance_mode'}
+        if mode == 'nolb':
+            return 404, {'status': 'nolb'}
+        return 200, {'status': 'ok', 'seeds': {}}
+
+    def node(self, rest):
+        if rest[:1] == ['_config']:
+            return self.config(rest[1:])
+        if rest == ['_restart'] and self.method == 'POST':
+            return self.restart()
+        raise HTTPError(404, 'not_found', 'missing')
+
+    def restart(self):
+        _require_admin(self.ctx)
+        self.fake.restarts += 1
+        return (202 if self.fake.version == '1' else 200), {'ok': True}
+
+    def config(self, rest):
+        _require_admin(self.ctx)
+        config = self.fake.config
+        if len(rest) == 0 and self.method == 'GET':
+            return 200, config
+        if len(rest) == 1 and self.method == 'GET':
+            return 200, dict(config.get(rest[0], {}))
+        if len(rest) != 2:
+            raise HTTPError(405, 'method_not_allowed', 'Only GET allowed')
+        section, key = rest
+        values = config.setdefault(section, {})
+        old = values.get(key)
+        if self.method == 'GET':
+            if old is None:
+                raise HTTPError(404, 'not_found', 'unknown_config_value')
+            return 200, old
+        if self.method == 'PUT':
+            if not isinstance(self.body, str):
+                raise HTTPError(400, 'bad_request', 'Invalid JSON')
+            values[key] = (_admin_hash(self.body) if section == 'admins'
+                           else self.body)
+            return 200, old or ''
+        if self.method == 'DELETE':
+            if old is None:
+                raise HTTPError(404, 'not_found', 'unknown_config_value')
+            del values[key]
+            return 200, old
+        raise HTTPError(405, 'method_not_allowed', self.method)
+
+    def database(self, name, rest):
+        dbs = self.fake.dbs
+        if not rest:
+            return self.database_itself(name)
+        if name not in dbs:
+            raise HTTPError(404, 'not_found', 'Database does not exist.')
+        db = dbs[name]
+        if rest == ['_security']:
+            return self.security(db)
+        _check_member(self.ctx, db['security'])
+        if rest == ['_all_docs']:
+            if name == '_users':
+                _require_admin(self.ctx)
+            return self.all_docs(db)
+        if len(rest) == 1 and not rest[0].startswith('_design'):
+            return self.document(name, db, rest[0])
+        raise HTTPError(404, 'not_found', 'missing')
+
+    def database_itself(self, name):
+        dbs = self.fake.dbs
+        if self.method in ('GET', 'HEAD'):
+            if name not in dbs:
+                raise HTTPError(404, 'not_found', 'Database does not exist.')
+            _check_member(self.ctx, dbs[name]['security'])
+            return 200, {'db_name': name,
+                         'doc_count': len(dbs[name]['docs'])}
+        _require_admin(self.ctx)
+        if self.method == 'PUT':
+            if name not in _SYSTEM_DBS and not _DB_NAME.match(name):
+                raise HTTPError(400, 'illegal_database_name',
+                                'Name: %r' % name)
+            if name in dbs:
+                raise HTTPError(412, 'file_exists',
+                                'The database could not be created, the '
+                                'file already exists.')
+            security = _ADMIN_ONLY if self.fake.version == '3' else {}
+            dbs[name] = {'security': json.loads(json.dumps(security)),
+                         'docs': {}}
+            return 201, {'ok': True}
+        if self.method == 'DELETE':
+            if name not in dbs:
+                raise HTTPError(404, 'not_found', 'Database does not exist.')
+            del dbs[name]
+            return 200, {'ok': True}
+        raise HTTPError(405, 'method_not_allowed', self.method)
+
+    def security(self, db):
+        if self.method == 'GET':
+            _check_member(self.ctx, db['security'])
+            return 200, db['security']
+        if self.method == 'PUT':
+            if not (_is_admin(self.ctx)
+                    or _in_section(self.ctx, db['security'].get('admins'))):
+                raise HTTPError(403, 'forbidden',
+                                'You are not a db or server admin.')
+            if not isinstance(self.body, dict):
+                raise HTTPError(400, 'bad_request', 'Invalid JSON')
+            db['security'] = self.body
+            return 200, {'ok': True}
+        raise HTTPError(405, 'method_not_allowed', self.method)
+
+    def all_docs(self, db):
+        start = json.loads(self.query.get('startkey', 'null'))
+        end = json.loads(self.query.get('endkey', 'null'))
+        include = self.query.get('include_docs') == 'true'
+        rows = []
+        for doc_id in sorted(db['docs']):
+            if (start is not None and doc_id < start) or (
+                    end is not None and doc_id > end):
+                continue
+            doc = db['docs'][doc_id]
+            row = {'id': doc_id, 'key': doc_id, 'value': {'rev': doc['_rev']}}
+            if include:
+                row['doc'] = doc
+            rows.append(row)
+        return 200, {'total_rows': len(db['docs']), 'offset': 0,
+                     'rows': rows}
+
+    def document(self, db_name, db, doc_id):
+        docs = db['docs']
+        current = docs.get(doc_id)
+        if db_name == '_users':
+            self._check_users_access(doc_id)
+        if self.method in ('GET', 'HEAD'):
+            if current is None:
+                raise HTTPError(404, 'not_found', 'missing')
+            return 200, current
+        if self.method == 'PUT':
+            return self._put_document(db_name, docs, doc_id, current)
+        if self.method == 'DELETE':
+            if current is None:
+                raise HTTPError(404, 'not_found', 'missing')
+            if self.query.get('rev') != current['_rev']:
+                raise HTTPError(409, 'conflict', 'Document update conflict.')
+            del docs[doc_id]
+            return 200, {'ok': True, 'id': doc_id}
+        raise HTTPError(405, 'method_not_allowed', self.method)
+
+    def _check_users_access(self, doc_id):
+        own = 'org.couchdb.user:%s' % self.ctx['name']
+        if not _is_admin(self.ctx) and doc_id != own:
+            raise HTTPError(404, 'not_found', 'missing')
+
+    def _put_document(self, db_name, docs, doc_id, current):
+        doc = self.body
+        if not isinstance(doc, dict):
+            raise HTTPError(400, 'bad_request', 'Document must be a JSON '
+                                                'object')
+        rev = doc.get('_rev') or self.query.get('rev')
+        if (current is None and rev) or (
+                current is not None and rev != current['_rev']):
+            raise HTTPError(409, 'conflict', 'Document update conflict.')
+        if db_name == '_users':
+            doc = _validated_user_doc(doc_id, doc)
+        generation = int(current['_rev'].split('-')[0]) + 1 if current else 1
+        doc = dict(doc, _id=doc_id,
+                   _rev='%d-%s' % (generation, uuid.uuid4().hex))
+        docs[doc_id] = doc
+        return 201, {'ok': True, 'id': doc_id, 'rev': doc['_rev']}
+
+
+def _validated_user_doc(doc_id, doc):
+    """What CouchDB's _users validation and password hashing do."""
+    name = doc.get('name')
+    if doc_id != 'org.couchdb.user:%s' % name:
+        raise HTTPError(403, 'forbidden',
+                        'Doc ID must be of the form org.couchdb.user:name')
+    if doc.get('type') != 'user' or not isinstance(doc.get('roles'), list):
+        raise HTTPError(403, 'forbidden', 'doc.type must be user and '
+                                          'doc.roles an array')
+    doc = dict(doc)
+    password = doc.pop('password', None)
+    if password is not None:
+        key, salt, iterations = hash_password(password)
+        doc.update(derived_key=key, salt=salt, iterations=iterations,
+                   password_scheme='pbkdf2', pbkdf2_prf='sha256')
+    return doc
+
+
+def _handler_for(fake):
+    class Handler(_Handler):
+        pass
+
+    Handler.fake = fake
+    return Handler
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    fake = None
+
+    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+        pass
+
+    def setup(self):
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.fake.lock:
+            self.fake._connections.add(self.connection)
+
+    def finish(self):
+        with self.fake.lock:
+            self.fake._connections.discard(self.connection)
+        super().finish()
+
+    def do_GET(self):
+        self._handle()
+
+    do_PUT = do_DELETE = do_POST = do_HEAD = do_GET
+
+    def _read_body(self):
+        length = int(self.headers.get('Content-Length') or 0)
+        raw = self.rfile.read(length) if length else b''
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise HTTPError(400, 'bad_request', 'invalid UTF-8 JSON') from exc
+
+    def _handle(self):
+        url = parse.urlsplit(self.path)
+        segments = [parse.unquote(s) for s in url.path.split('/') if s]
+        query = dict(parse.parse_qsl(url.query))
+        self.fake.requests_seen.append(
+            (self.command, self.path, self.headers.get('Authorization')))
+        try:
+            body = self._read_body()
+            with self.fake.lock:
+                if self.fake.fail_status:
+                    raise HTTPError(self.fake.fail_status, 'unknown_error',
+                                    'simulated failure')
+                ctx = self.fake.authenticate(
+                    self.headers.get('Authorization'))
+                status, payload = _Routes(self.fake, self.command, segments,
+                                          query, body, ctx).dispatch()
+        except HTTPError as exc:
+            status, payload = exc.status, exc.body
+        if (self.command, url.path) in self.fake.drop_reply_to:
+            self.close_connection = True
+            return
+        self._reply(status, payload)
+
+    def _reply(self, status, payload):
+        data = json.dumps(payload).encode() + b'\n'
+        self.send_response(status)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(data)))
+        self.end_headers()
+        if self.command != 'HEAD':
+            self.wfile.write(data)
+
+
+class FakeServiceManager:
+    """A service manager that starts and stops a FakeCouchDB.
+
+    On start it reads ``[admins]`` from ``<config_dir>/local.d`` first, as
+    CouchDB does when it boots.
+    """
+
+    def __init__(self, server, config_dir=None):
+        self.server = server
+        self.config_dir = config_dir
+        self.enabled = None
+        self.starts = 0
+        self.stops = 0
+
+    def start(self):
+        self.starts += 1
+        if self.config_dir:
+            self.server.load_ini_admins(self.config_dir)
+        self.server.start()
+
+    def stop(self):
+        self.stops += 1
+        self.server.stop()
+
+    def enable_on_boot(self):
+        self.enabled = True
+
+    def disable_on_boot(self):
+        self.enabled = False
