@@ -1,6 +1,7 @@
 """``trove-guestagent``: the CouchDB guest agent's process.
 
-Run by systemd on the guest as ``trove-guestagent --config-dir=/etc/trove/conf.d``.
+Run by systemd on the guest as
+``trove-guestagent --config-dir=/etc/trove/conf.d``.
 """
 
 import sys

@@ -27,7 +27,8 @@ common_opts = [
     cfg.DictOpt('datastore_registry_ext', default={},
                 help='Extra datastore_manager:class entries for the manager '
                      'registry; an entry here overrides the built-in one. '
-                     'Trove 26 injects couchdb:<registry_ext of the version>.'),
+                     'Trove 26 injects couchdb:<registry_ext of the '
+                     'version>.'),
     cfg.StrOpt('instance_rpc_encr_key', secret=True,
                help='Per-instance key that encrypts RPC payloads between '
                     'the control plane and this guest (AES-256-CBC, as '

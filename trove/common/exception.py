@@ -2,7 +2,7 @@
 
 Exceptions raised by an RPC endpoint travel back to the caller through
 oslo.messaging, which re-creates them on the caller's side when their module
-is in the client's allowed list (Trove's client allows ``trove.common.exception``).
+is in the client's allowed list (Trove allows ``trove.common.exception``).
 Each class therefore keeps a readable ``message`` and a stable name.
 """
 
@@ -98,7 +98,8 @@ class ProcessExecutionError(TroveError):
 
 
 class GuestError(TroveError):
-    message = "An error occurred communicating with the guest: %(original_message)s."
+    message = ("An error occurred communicating with the guest: "
+               "%(original_message)s.")
 
 
 class GuestTimeout(TroveError):

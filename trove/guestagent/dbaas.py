@@ -32,4 +32,5 @@ def manager_class(datastore_manager):
     except (ImportError, ValueError, AttributeError) as exc:
         raise exception.ConfigurationError(
             reason="manager '%s' of datastore '%s' cannot be loaded: %s" % (
-                registry[datastore_manager], datastore_manager, exc))
+                registry[datastore_manager], datastore_manager,
+                exc)) from exc

@@ -1,9 +1,9 @@
-"""The schema and user dicts that travel on the wire between Trove and the agent.
+"""The schema and user dicts that travel between Trove and the agent.
 
 Trove serializes them as ``{"_name", "_collate", "_character_set"}`` for a
-database and ``{"_name", "_password", "_host", "_databases", "_is_root"}`` for a
-user.  These small classes turn those dicts into values and back, so the rest
-of the agent never handles raw wire dicts.
+database and ``{"_name", "_password", "_host", "_databases", "_is_root"}``
+for a user.  These small classes turn those dicts into values and back, so
+the rest of the agent never handles raw wire dicts.
 """
 
 import dataclasses

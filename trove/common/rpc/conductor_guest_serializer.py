@@ -1,7 +1,7 @@
 """Encrypts what the guest sends to the conductor, as Trove's guests do.
 
-Each value becomes ``{"entity": <b64 ciphertext>, "csz-instance-id": guest_id}``
-(JSON text) and the context ``{"context": <b64>, "csz-instance-id": guest_id}``,
+Each value becomes ``{"entity": <b64>, "csz-instance-id": guest_id}`` (JSON
+text) and the context ``{"context": <b64>, "csz-instance-id": guest_id}``,
 so the conductor can look up the instance key by the clear instance ID.
 """
 

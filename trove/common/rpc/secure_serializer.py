@@ -1,4 +1,4 @@
-"""Encrypts RPC arguments and the context with the instance key (Trove's way)."""
+"""Encrypts RPC arguments and the context with the instance key."""
 
 from oslo_log import log as logging
 from oslo_serialization import jsonutils

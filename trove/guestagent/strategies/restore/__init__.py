@@ -12,7 +12,7 @@ def get_restore_strategy(name, namespace):
     except ImportError as exc:
         raise exception.ConfigurationError(
             reason="restore strategies module '%s' cannot be loaded: %s" % (
-                namespace, exc))
+                namespace, exc)) from exc
     strategy = getattr(module, name, None)
     if strategy is None:
         raise exception.BadRequest(
