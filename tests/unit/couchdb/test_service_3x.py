@@ -16,7 +16,8 @@ from trove.common import exception
 from trove.common.db import models
 from trove.common.instance import ServiceStatus
 from trove.guestagent.datastore.experimental.couchdb import client as couch
-from trove.guestagent.datastore.experimental.couchdb import admin as couch_admin
+from trove.guestagent.datastore.experimental.couchdb import (
+    admin as couch_admin)
 from trove.guestagent.datastore.experimental.couchdb import service
 from trove.guestagent.datastore.experimental.couchdb import system
 
