@@ -1,7 +1,8 @@
 """The oslo.messaging transport, clients and servers, wired like Trove's.
 
-The agent runs on oslo.messaging's threading executor: no eventlet and no
-monkey-patching anywhere in this project.
+The agent runs on oslo.messaging's threading executor (its default and, from
+oslo.messaging 18, its only one): no eventlet and no monkey-patching anywhere
+in this project.
 """
 
 from oslo_config import cfg
@@ -52,6 +53,6 @@ def get_client(target, key, version_cap=None,
 def get_server(target, endpoints, key,
                secure_serializer=ssz.SecureSerializer):
     return messaging.get_rpc_server(
-        init(), target, endpoints, executor='threading',
+        init(), target, endpoints,
         serializer=_serializer(key, secure_serializer),
         access_policy=dispatcher.DefaultRPCAccessPolicy)

@@ -5,18 +5,13 @@ Run by systemd on the guest as
 """
 
 import sys
-import warnings
 
-# futurist imports eventlet when it is installed; nothing here uses it.
-warnings.filterwarnings('ignore', message='.*[Ee]ventlet.*')
-warnings.filterwarnings('ignore', message='eventletutils module is deprecated')
+from oslo_config import cfg
+from oslo_log import log as logging
 
-from oslo_config import cfg  # noqa: E402
-from oslo_log import log as logging  # noqa: E402
-
-from trove.common import cfg as trove_cfg  # noqa: E402
-from trove.common import exception  # noqa: E402
-from trove import rpc  # noqa: E402
+from trove.common import cfg as trove_cfg
+from trove.common import exception
+from trove import rpc
 
 CONF = cfg.CONF
 LOG = logging.getLogger('trove.cmd.guest')

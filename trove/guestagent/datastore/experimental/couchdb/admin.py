@@ -6,6 +6,9 @@ a ``_security`` document are read-modify-write: every member, admin and role
 the call was not about is kept.
 """
 
+import functools
+import threading
+
 from oslo_log import log as logging
 
 from trove.common import cfg
@@ -17,6 +20,22 @@ from trove.guestagent.datastore.experimental.couchdb import system
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
+
+
+def _serialized(method):
+    """Run one change at a time.
+
+    The agent serves RPC messages on a thread pool, and ``_security`` has no
+    revision to detect a lost update: two grants racing on one database
+    would keep only one of them.  Every change takes the admin's lock.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _unique(values, kind):
@@ -87,6 +106,7 @@ class CouchDBAdmin:
 
     def __init__(self, app):
         self.app = app
+        self._lock = threading.RLock()
 
     @property
     def client(self):
@@ -104,6 +124,7 @@ class CouchDBAdmin:
             if not self.client.exists([db]):
                 raise exception.DatabaseNotFound(name=db)
 
+    @_serialized
     def create_database(self, databases):
         dbs = _unique([names.check_database_name(db) for db in databases],
                       'database')
@@ -123,6 +144,7 @@ class CouchDBAdmin:
         return models.paginate(self._visible_databases(), limit, marker,
                                include_marker)
 
+    @_serialized
     def delete_database(self, name):
         names.check_database_name(name)
         self._require_databases([name])
@@ -182,6 +204,7 @@ class CouchDBAdmin:
                     raise
                 LOG.debug("User %s changed under us; retrying", name)
 
+    @_serialized
     def create_user(self, users):
         users = _checked_users(users)
         for user in users:
@@ -223,6 +246,7 @@ class CouchDBAdmin:
             return None
         return models.User(name=name, databases=self._list_access(name))
 
+    @_serialized
     def delete_user(self, name):
         names.check_user_name(name)
         doc = self._require_user(name)
@@ -231,6 +255,7 @@ class CouchDBAdmin:
                             params={'rev': doc['_rev']})
         LOG.info("Deleted user %s", name)
 
+    @_serialized
     def change_passwords(self, users):
         users = _checked_users(users)
         for user in users:
@@ -242,6 +267,7 @@ class CouchDBAdmin:
         self._update_user_doc(name, lambda doc: doc.update(password=password))
         LOG.info("Changed the password of user %s", name)
 
+    @_serialized
     def update_attributes(self, name, attrs):
         """Rename a user and/or change its password ('host' is ignored)."""
         names.check_user_name(name)
@@ -279,6 +305,7 @@ class CouchDBAdmin:
             self._change_security(db, _adding(name))
             LOG.info("Granted user %s access to database %s", name, db)
 
+    @_serialized
     def grant_access(self, name, databases):
         names.check_user_name(name)
         dbs = [names.check_database_name(db) for db in databases]
@@ -286,6 +313,7 @@ class CouchDBAdmin:
         self._require_databases(dbs)
         self._grant(name, dbs)
 
+    @_serialized
     def revoke_access(self, name, database):
         names.check_user_name(name)
         names.check_database_name(database)
@@ -305,6 +333,7 @@ class CouchDBAdmin:
 
     # -- root -------------------------------------------------------------
 
+    @_serialized
     def enable_root(self, password=None):
         """Create (or reset) the server admin 'root'; return it."""
         if password is None:
@@ -316,6 +345,7 @@ class CouchDBAdmin:
         return models.User(name=system.ROOT_USER, password=password,
                            is_root=True)
 
+    @_serialized
     def disable_root(self):
         self.client.config_delete('admins', system.ROOT_USER,
                                   missing_ok=True)

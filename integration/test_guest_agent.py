@@ -1,0 +1,270 @@
+"""The agent driven as Trove drives it: real broker, real agent, real server.
+
+Every action goes through ``trove/guestagent/api.py`` with RPC encryption
+on; every assertion is about an outcome (documents, users, heartbeats seen
+by the conductor), never about how the agent got there.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import time
+
+import pytest
+import requests
+
+from trove.common import exception
+
+NOTIFICATION = {'notification_classname': 'trove.common.notification.Test',
+                'server_type': 'api', 'request_id': 'req-x'}
+
+
+def _db(name):
+    return {'_name': name, '_collate': None, '_character_set': None}
+
+
+def _user(name, password, databases=()):
+    return {'_name': name, '_password': password, '_host': '%',
+            '_databases': [_db(d) for d in databases]}
+
+
+def _names(listing):
+    page, _marker = listing
+    return [item['_name'] for item in page]
+
+
+def _wait(predicate, timeout=20.0, what='condition'):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError('timed out waiting for %s' % what)
+
+
+def test_prepare_reports_building_then_running(guest):
+    since = time.time()
+    message = guest.prepare_and_wait(
+        databases=[_db('orders')],
+        users=[_user('alice', 'alice-pw-1', ['orders'])],
+        root_password='root-pw-1')
+    assert message.kwargs['payload']['service_status'] == 'running'
+    statuses = guest.conductor.statuses(guest.id, since)
+    assert statuses[0] == 'building'
+    assert _names(guest.api.list_databases()) == ['orders']
+    alice = guest.session('alice', 'alice-pw-1')
+    doc = alice.put(guest.url('orders', 'o1'), json={'qty': 3})
+    assert doc.status_code == 201, doc.text
+    assert guest.api.is_root_enabled() is True
+    root = guest.session('root', 'root-pw-1')
+    assert root.get(guest.url('_config', 'admins')).status_code == 200
+    assert guest.conductor.select('report_root', guest.id)
+    # Heartbeats keep coming after prepare, each one observed afresh.
+    guest.conductor.wait_for_status(guest.id, 'running', timeout=10)
+
+
+def test_database_round_trip_with_pagination(prepared_guest):
+    api = prepared_guest.api
+    api.create_database([_db(n) for n in ('b1', 'a1', 'c1', 'd1')])
+    _wait(lambda: len(_names(api.list_databases())) == 4, what='databases')
+    page, marker = api.list_databases(limit=2)
+    assert [d['_name'] for d in page] == ['a1', 'b1'] and marker == 'b1'
+    page, marker = api.list_databases(limit=2, marker=marker)
+    assert [d['_name'] for d in page] == ['c1', 'd1'] and marker is None
+    page, _ = api.list_databases(limit=1, marker='b1', include_marker=True)
+    assert [d['_name'] for d in page] == ['b1']
+    api.delete_database(_db('c1'))
+    _wait(lambda: _names(api.list_databases()) == ['a1', 'b1', 'd1'],
+          what='c1 deleted')
+
+
+def test_user_access_and_password_round_trip(prepared_guest):
+    g = prepared_guest
+    g.api.create_database([_db('shop'), _db('logs')])
+    # Casts run concurrently on the guest, as in Trove: wait for the
+    # databases before creating users that are granted them.
+    _wait(lambda: len(_names(g.api.list_databases())) == 2, what='dbs')
+    g.api.create_user([_user('bob', 'bob-pw-1', ['shop']),
+                       _user('carol', 'carol-pw-1')])
+    _wait(lambda: len(_names(g.api.list_users())) == 2, what='users')
+    bob = g.api.get_user('bob', '%')
+    assert bob['_name'] == 'bob' and bob['_password'] is None
+    assert [d['_name'] for d in bob['_databases']] == ['shop']
+    assert g.api.get_user('nobody', '%') is None
+
+    g.api.grant_access('carol', '%', ['shop', 'logs'])
+    assert sorted(d['_name'] for d in g.api.list_access('carol', '%')) == [
+        'logs', 'shop']
+    assert [d['_name'] for d in g.api.list_access('bob', '%')] == ['shop']
+    g.api.revoke_access('carol', '%', 'shop')
+    assert [d['_name'] for d in g.api.list_access('carol', '%')] == ['logs']
+    assert [d['_name'] for d in g.api.list_access('bob', '%')] == ['shop']
+
+    g.api.change_passwords([{'_name': 'bob', '_password': 'bob-pw-2'}])
+    _wait(lambda: g.session('bob', 'bob-pw-2').get(
+        g.url('shop')).status_code == 200, what='new password')
+    assert g.session('bob', 'bob-pw-1').get(g.url('shop')).status_code in (
+        401, 403)
+
+    g.api.update_attributes('bob', '%', {'name': 'robert'})
+    _wait(lambda: g.api.get_user('robert', '%') is not None, what='rename')
+    assert g.api.get_user('bob', '%') is None
+    assert [d['_name'] for d in g.api.list_access('robert', '%')] == ['shop']
+    assert g.session('robert', 'bob-pw-2').get(
+        g.url('shop')).status_code == 200
+
+    g.api.delete_user({'_name': 'carol'})
+    _wait(lambda: g.api.get_user('carol', '%') is None, what='delete')
+
+
+def test_grant_to_two_users_keeps_both(prepared_guest):
+    g = prepared_guest
+    g.api.create_database([_db('team')])
+    g.api.create_user([_user('u1', 'pw-u1'), _user('u2', 'pw-u2')])
+    _wait(lambda: len(_names(g.api.list_users())) == 2, what='users')
+    _wait(lambda: _names(g.api.list_databases()) == ['team'], what='team')
+    g.api.grant_access('u1', '%', ['team'])
+    g.api.grant_access('u2', '%', ['team'])
+    for name, password in (('u1', 'pw-u1'), ('u2', 'pw-u2')):
+        assert [d['_name'] for d in g.api.list_access(name, '%')] == ['team']
+        answer = g.session(name, password).put(g.url('team', name),
+                                               json={'by': name})
+        assert answer.status_code == 201, answer.text
+
+
+def test_root_enable_disable(prepared_guest):
+    api = prepared_guest.api
+    assert api.is_root_enabled() is False
+    assert api.get_root_password() is None
+    root = api.enable_root()
+    assert root['_name'] == 'root' and root['_password'] not in (None,
+                                                                  'None')
+    assert len(root['_password']) >= 16
+    assert api.is_root_enabled() is True
+    assert api.get_root_password() == root['_password']
+    session = prepared_guest.session('root', root['_password'])
+    assert session.get(prepared_guest.url('_config', 'admins')).ok
+    api.enable_root_with_password('chosen-root-pw')
+    assert prepared_guest.session('root', 'chosen-root-pw').get(
+        prepared_guest.url('_config', 'admins')).ok
+    api.disable_root()
+    assert api.is_root_enabled() is False
+
+
+@pytest.mark.parametrize('bad', ['Upper', '_system', 'has space',
+                                 'db;rm -rf /', 'x`reboot`', '../etc',
+                                 'a' * 239])
+def test_invalid_database_names_get_clear_errors(prepared_guest, bad):
+    g = prepared_guest
+    api = g.api.__class__(g.context(NOTIFICATION), g.id, key=g.agent.key)
+    since = time.time()
+    api.create_database([_db('fine'), _db(bad)])
+    failure = g.conductor.wait_for('notify_exc_info', g.id, since=since)
+    assert bad[:30] in failure.kwargs['message']
+    assert _names(g.api.list_databases()) == []
+    with pytest.raises(exception.TroveError) as err:
+        g.api.grant_access('nobody', '%', [bad])
+    assert 'Traceback' not in str(err.value).splitlines()[0]
+
+
+def test_shell_metacharacters_are_plain_characters(prepared_guest):
+    # '$', '(' and ')' are legal in CouchDB database names: the agent passes
+    # them to CouchDB as data (URL-quoted), never through a shell.
+    g = prepared_guest
+    name = 'a$(id)+b'
+    g.api.create_database([_db(name)])
+    _wait(lambda: _names(g.api.list_databases()) == [name], what=name)
+    assert requests.get(g.couchdb.url + '/a%24%28id%29%2Bb',
+                        timeout=5).status_code in (200, 401)
+    since = time.time()
+    api = g.api.__class__(g.context(NOTIFICATION), g.id, key=g.agent.key)
+    api.create_user([_user('eve;id', 'pw-eve')])
+    failure = g.conductor.wait_for('notify_exc_info', g.id, since=since)
+    assert 'eve;id' in failure.kwargs['message']
+    assert g.api.list_users()[0] == []
+
+
+def test_successful_cast_sends_notify_end(prepared_guest):
+    g = prepared_guest
+    api = g.api.__class__(g.context(NOTIFICATION), g.id, key=g.agent.key)
+    since = time.time()
+    api.create_database([_db('notified')])
+    end = g.conductor.wait_for('notify_end', g.id, since=since)
+    assert end.kwargs['serialized_notification']['request_id'] == 'req-x'
+
+
+def test_killed_couchdb_is_reported_then_restart_recovers(prepared_guest):
+    g = prepared_guest
+    pid = int((g.agent.workdir / 'couchdb.pid').read_text())
+    os.kill(pid, 9)
+    g.conductor.wait_for_status(g.id, 'crashed', timeout=20)
+    g.api.restart()
+    g.conductor.wait_for_status(g.id, 'running', timeout=20)
+    assert requests.get(g.couchdb.url + '/', timeout=5).ok
+
+
+def test_stop_db_reports_shutdown(prepared_guest):
+    g = prepared_guest
+    g.api.stop_db(do_not_start_on_reboot=True)
+    g.conductor.wait_for_status(g.id, 'shutdown', timeout=20)
+    g.api.start_db_with_conf_changes(None)
+    g.conductor.wait_for_status(g.id, 'running', timeout=20)
+
+
+def test_filesystem_stats_shape(prepared_guest):
+    stats = prepared_guest.api.get_filesystem_stats()
+    for key in ('block_size', 'total_blocks', 'free_blocks', 'total',
+                'free', 'used'):
+        assert key in stats
+    assert stats['total'] > 0
+
+
+def test_no_secret_in_argv_or_log(prepared_guest):
+    g = prepared_guest
+    g.api.create_user([_user('dave', 'dave-secret-pw')])
+    _wait(lambda: g.api.get_user('dave', '%'), what='dave')
+    root = g.api.enable_root()
+    creds = json.loads(next(pathlib.Path(g.agent.state_dir).glob(
+        '*os_admin*')).read_text())
+    secrets = [creds['password'], root['_password'], 'dave-secret-pw',
+               g.agent.key]
+    for proc in pathlib.Path('/proc').iterdir():
+        try:
+            argv = (proc / 'cmdline').read_bytes().decode(errors='replace')
+        except OSError:
+            continue
+        for secret in secrets:
+            assert secret not in argv, proc
+    log = g.agent.log_text()
+    assert 'Serving topic' in log
+    for secret in secrets:
+        assert secret not in log
+
+
+def test_agent_refuses_to_start_without_guest_id(tmp_path):
+    conf = tmp_path / 'guest.conf'
+    conf.write_text('[DEFAULT]\ndatastore_manager = couchdb\n')
+    result = subprocess.run(
+        [_program(), '--config-file', str(conf)], capture_output=True,
+        text=True, timeout=60)
+    assert result.returncode != 0
+    assert 'guest_id' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_agent_refuses_an_unknown_datastore_manager(tmp_path):
+    conf = tmp_path / 'guest.conf'
+    conf.write_text('[DEFAULT]\nguest_id = g\ndatastore_manager = nosuch\n')
+    result = subprocess.run(
+        [_program(), '--config-file', str(conf)], capture_output=True,
+        text=True, timeout=60)
+    assert result.returncode != 0
+    assert 'nosuch' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _program():
+    from integration import guest
+    return guest.agent_program()
