@@ -16,7 +16,7 @@ import time
 
 from oslo_log import log as logging
 
-from trove.common import cfg, exception, process
+from trove.common import cfg, exception, files, process
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
@@ -376,7 +376,7 @@ def _write_fstab(lines, fstab=None):
     path = fstab or CONF.fstab_path
     text = ''.join(line + '\n' for line in lines)
     if os.geteuid() == 0:
-        _atomic_write(path, text)
+        files.write_atomically(path, text.encode('utf-8'), 0o644)
         return
     # Not root: write a scratch copy, then let root move it into place.
     with tempfile.NamedTemporaryFile('w', prefix='trove-fstab-',
@@ -387,24 +387,3 @@ def _write_fstab(lines, fstab=None):
         process.execute(['cp', scratch.name, staged], run_as_root=True)
         process.execute(['chmod', '0644', staged], run_as_root=True)
         process.execute(['mv', '-f', staged, path], run_as_root=True)
-
-
-def _atomic_write(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(prefix='.fstab-', dir=directory)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o644)
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -14,12 +14,12 @@ import os
 import pwd
 import secrets
 import string
-import tempfile
 
 from oslo_log import log as logging
 
 from trove.common import cfg
 from trove.common import exception
+from trove.common import files
 from trove.common import process
 from trove.common.instance import ServiceStatus
 from trove.guestagent.datastore.experimental.couchdb import client as couch
@@ -59,35 +59,6 @@ def couchdb_owner():
         LOG.warning("System user %s or group %s does not exist",
                     CONF.couchdb.couchdb_user, CONF.couchdb.couchdb_group)
         return None
-
-
-def write_atomically(path, data, mode, owner=None):
-    """Replace ``path`` with ``data`` (bytes): temp file, fsync, rename.
-
-    The temporary file is created 0600 in the same directory, given
-    ``mode`` (and ``owner``, a (uid, gid) pair) before it takes the name.
-    """
-    directory = os.path.dirname(path) or '.'
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp',
-                               prefix='.%s.' % os.path.basename(path))
-    try:
-        with os.fdopen(fd, 'wb') as stream:
-            os.fchmod(stream.fileno(), mode)
-            if owner is not None:
-                os.fchown(stream.fileno(), *owner)
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _state_dir():
@@ -145,7 +116,8 @@ class AdminCredentials:
         data = {k: v for k, v in data.items() if v is not None}
         if self._path is None:
             _state_dir()
-        write_atomically(self.path, json.dumps(data).encode('utf-8'), 0o600)
+        files.write_atomically(self.path, json.dumps(data).encode('utf-8'),
+                               0o600)
 
 
 class CouchDBApp:
@@ -245,7 +217,7 @@ class CouchDBApp:
         self._wait_or_fail(Health.UP, 'start')
 
     def stop_db(self, do_not_start_on_reboot=False):
-        write_atomically(os.path.join(_state_dir(), STOP_MARKER_FILE),
+        files.write_atomically(os.path.join(_state_dir(), STOP_MARKER_FILE),
                          b'stopped by the agent\n', 0o600)
         LOG.info("Stopping CouchDB")
         self.service_manager.stop()
@@ -308,9 +280,9 @@ class CouchDBApp:
         os.makedirs(path, mode=0o755, exist_ok=True)
         runtime = os.path.join(path, RUNTIME_INI_FILE)
         if not os.path.exists(runtime):
-            write_atomically(runtime, b'; Changes made through the config '
-                             b'API are saved here by CouchDB.\n', 0o640,
-                             couchdb_owner())
+            files.write_atomically(
+                runtime, b'; Changes made through the config API are saved '
+                b'here by CouchDB.\n', 0o640, couchdb_owner())
         return path
 
     def write_config_contents(self, config_contents):
@@ -318,14 +290,15 @@ class CouchDBApp:
         if not config_contents:
             return
         path = os.path.join(self._local_d(), CONFIG_INI_FILE)
-        write_atomically(path, config_contents.encode('utf-8'), 0o640,
+        files.write_atomically(path, config_contents.encode('utf-8'), 0o640,
                          couchdb_owner())
         LOG.info("Wrote the CouchDB configuration to %s", path)
 
     def _write_admin_ini(self, password):
         path = os.path.join(self._local_d(), ADMIN_INI_FILE)
         text = '[admins]\n%s = %s\n' % (system.ADMIN_USER, password)
-        write_atomically(path, text.encode('utf-8'), 0o600, couchdb_owner())
+        files.write_atomically(path, text.encode('utf-8'), 0o600,
+                               couchdb_owner())
 
     # -- internal admin ---------------------------------------------------
 
