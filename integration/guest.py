@@ -49,6 +49,7 @@ class GuestAgent(base.ServiceProcess):
         self.transport_url = transport_url
         self.report_interval = report_interval
         self.options = options or {}
+        self._log_offset = 0
 
     def guest_info(self):
         """What Trove 26's taskmanager writes into guest_info.conf."""
@@ -102,12 +103,21 @@ class GuestAgent(base.ServiceProcess):
 
     def start(self):
         self.write_config()
+        self._log_offset = self._log_size()
         return super().start()
 
-    def is_ready(self):
+    def _log_size(self):
         try:
-            return 'Serving topic' in self.agent_log.read_text(
-                errors='replace')
+            return self.agent_log.stat().st_size
+        except OSError:
+            return 0
+
+    def is_ready(self):
+        """This run of the agent logged that it serves its topic."""
+        try:
+            with open(self.agent_log, 'rb') as log:
+                log.seek(self._log_offset)
+                return b'Serving topic' in log.read()
         except OSError:
             return False
 

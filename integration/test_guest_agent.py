@@ -268,3 +268,15 @@ def test_agent_refuses_an_unknown_datastore_manager(tmp_path):
 def _program():
     from integration import guest
     return guest.agent_program()
+
+
+def test_agent_restart_resumes_heartbeats_without_prepare(prepared_guest):
+    # The end marker survives the agent: after a reboot of the agent the
+    # conductor keeps hearing the real status, and the guest still serves.
+    g = prepared_guest
+    g.api.create_database([_db('kept')])
+    _wait(lambda: _names(g.api.list_databases()) == ['kept'], what='kept')
+    g.agent.stop()
+    g.agent.start()
+    g.conductor.wait_for_status(g.id, 'running', timeout=20)
+    assert _names(g.api.list_databases()) == ['kept']
