@@ -24,6 +24,7 @@ import pytest
 import trove  # noqa: F401
 
 from integration.services import base
+from integration.services.fixtures import swift  # noqa: F401  (fixture)
 from integration.services.pouchdb import PouchDBServer
 from integration.services.rabbitmq import RabbitMQBroker
 

@@ -72,6 +72,61 @@ common_opts = [
                 help='Kept for configuration compatibility with Trove.'),
 ]
 
+backup_opts = [
+    cfg.StrOpt('backup_aes_cbc_key', default=DEFAULT_BACKUP_KEY,
+               secret=True,
+               help='Operator key that encrypts backups (the name is '
+                    "upstream Trove's; this agent derives a per-backup "
+                    'AES-256-GCM key from it). It also decrypts backups '
+                    "made by upstream Trove's own CouchDB strategy. The "
+                    'agent warns at start when the well-known default is '
+                    'in use.'),
+    cfg.BoolOpt('backup_use_openssl_encryption', default=True,
+                help='Encrypt backups (authenticated). When this is on and '
+                     'the key is empty the backup fails: it never stores '
+                     'plaintext instead.'),
+    cfg.BoolOpt('backup_use_gzip_compression', default=True,
+                help='Compress backups with gzip (parallel, standard gzip '
+                     'format).'),
+    cfg.IntOpt('backup_compression_level', default=1, min=1, max=9,
+               help='gzip level of backups: 1 is several times faster '
+                    'than 6 for a few percent more bytes.'),
+    cfg.IntOpt('backup_compression_threads', default=0, min=0,
+               help='Threads that compress a backup; 0 means one per CPU.'),
+    cfg.IntOpt('backup_chunk_size', default=1024 * 1024, min=4096,
+               help='Bytes read, compressed, encrypted and sent at a time.'),
+    cfg.IntOpt('backup_segment_max_size', default=2 * 1024 ** 3, min=1,
+               help='Largest Swift segment of a backup; a larger backup '
+                    'is stored as a Static Large Object.'),
+    cfg.StrOpt('backup_swift_container', default='database_backups',
+               help='Swift container of the backups.'),
+    cfg.StrOpt('storage_strategy', default='swift',
+               choices=[('swift', "OpenStack Swift, with the request's "
+                                  'token'),
+                        ('local', 'a directory of this machine '
+                                  '(backup_local_dir)')],
+               help='Where backups are stored.'),
+    cfg.StrOpt('backup_local_dir', default='/var/lib/trove-backups',
+               help='Directory of the "local" storage strategy.'),
+    cfg.URIOpt('swift_url',
+               help='Swift endpoint without the project, e.g. '
+                    'http://swift:8080/v1/AUTH_ (the project ID is '
+                    "appended). When unset, the request's service catalog "
+                    'gives the endpoint.'),
+    cfg.StrOpt('swift_service_type', default='object-store',
+               help='Service type of Swift in the service catalog.'),
+    cfg.StrOpt('swift_endpoint_type', default='publicURL',
+               help='Endpoint interface of Swift in the service catalog.'),
+    cfg.StrOpt('os_region_name', default='RegionOne',
+               help='Region of the Swift endpoint in the service catalog.'),
+    cfg.BoolOpt('verify_swift_checksum_on_restore', default=True,
+                help='Verify the bytes downloaded for a restore against the '
+                     'checksum recorded when the backup was made.'),
+    cfg.IntOpt('backup_progress_interval', default=10, min=1,
+               help='Seconds between two progress lines of a running '
+                    'backup or restore in the log.'),
+]
+
 upgrade_levels_opts = [
     cfg.StrOpt('guestagent', default='latest',
                help='Version cap of the guest RPC API used by the '
@@ -187,6 +242,7 @@ couchdb_opts = [
 
 def register_opts(conf=CONF):
     conf.register_opts(common_opts)
+    conf.register_opts(backup_opts)
     conf.register_group(couchdb_group)
     conf.register_opts(couchdb_opts, group=couchdb_group)
     conf.register_opts(upgrade_levels_opts, group='upgrade_levels')
@@ -195,7 +251,7 @@ def register_opts(conf=CONF):
 def list_opts():
     """Every option group of the agent, for oslo-config-generator."""
     return [
-        (None, common_opts),
+        (None, common_opts + backup_opts),
         ('upgrade_levels', upgrade_levels_opts),
         (couchdb_group, couchdb_opts),
     ]

@@ -1,0 +1,1 @@
+"""Backups of the CouchDB data: streaming stages, storage and restore."""
