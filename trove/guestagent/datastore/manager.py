@@ -18,9 +18,11 @@ from oslo_config import cfg
 from oslo_log import log as logging
 import oslo_messaging as messaging
 
+from trove.common import cfg as trove_cfg
 from trove.common import context as trove_context
 from trove.common import exception
 from trove.conductor import api as conductor_api
+from trove.guestagent.datastore import backups
 from trove.guestagent.datastore import service as status_service
 from trove.guestagent import volume
 
@@ -92,6 +94,15 @@ class Manager:
 
     def on_agent_start(self):
         """Called once when the agent process starts serving."""
+        if CONF.backup_use_openssl_encryption and (
+                CONF.backup_aes_cbc_key == trove_cfg.DEFAULT_BACKUP_KEY):
+            LOG.warning("Backups are encrypted with the well-known default "
+                        "key: set [DEFAULT] backup_aes_cbc_key to a secret "
+                        "random key.")
+        try:
+            backups.report_interrupted(self._admin_context())
+        except Exception:
+            LOG.exception("Could not report interrupted backups.")
 
     # Instance lifecycle.
     def rpc_ping(self, context):

@@ -16,7 +16,9 @@ from trove.guestagent.datastore.experimental.couchdb import admin
 from trove.guestagent.datastore.experimental.couchdb import names
 from trove.guestagent.datastore.experimental.couchdb import service
 from trove.guestagent.datastore.experimental.couchdb import system
+from trove.guestagent.datastore import backups
 from trove.guestagent.datastore import manager
+from trove.guestagent import strategies
 from trove.guestagent.strategies import restore
 from trove.guestagent import volume
 
@@ -136,6 +138,13 @@ class Manager(manager.Manager):
     def reset_configuration(self, context, configuration):
         self.app.write_config_contents(
             (configuration or {}).get('config_contents'))
+
+    # Backups.
+    @reported_cast
+    def create_backup(self, context, backup_info):
+        strategy = strategies.load('backup', CONF.couchdb.backup_strategy,
+                                   CONF.couchdb.backup_namespace)
+        backups.create_backup(context, backup_info, self.app, strategy)
 
     # Databases.
     @reported_cast
