@@ -33,7 +33,7 @@ def guest_factory(tmp_path, rabbitmq, control_plane):
     """Start guests: an agent process managing its own pouchdb-server."""
     started = []
 
-    def make(name='guest', **agent_kwargs):
+    def make(name='guest', auth=None, **agent_kwargs):
         workdir = tmp_path / name
         couchdb = pouchdb_mod.PouchDBServer(workdir / 'couchdb')
         couchdb.data_dir.mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,7 @@ def guest_factory(tmp_path, rabbitmq, control_plane):
                                      **agent_kwargs)
         started.append(agent)
         agent.start()
-        return guest_mod.Guest(agent, control_plane)
+        return guest_mod.Guest(agent, control_plane, **(auth or {}))
 
     yield make
     for agent in reversed(started):

@@ -131,18 +131,21 @@ class GuestAgent(base.ServiceProcess):
 class Guest:
     """An agent, its CouchDB server and Trove's client for it."""
 
-    def __init__(self, agent, conductor):
+    def __init__(self, agent, conductor, auth_token='user-token',
+                 project_id='tenant-1'):
         self.agent = agent
         self.couchdb = agent.couchdb
         self.conductor = conductor
         self.id = agent.guest_id
+        self.auth_token = auth_token
+        self.project_id = project_id
         conductor.keys[self.id] = agent.key
         self.api = guest_api.API(self.context(), self.id, key=agent.key)
 
-    @staticmethod
-    def context(notification=None):
+    def context(self, notification=None):
+        """A request context of the instance's owner, as Trove sends it."""
         ctxt = trove_context.TroveContext(
-            auth_token='user-token', project_id='tenant-1',
+            auth_token=self.auth_token, project_id=self.project_id,
             request_id='req-%s' % uuid.uuid4())
         ctxt.notification = notification
         return ctxt

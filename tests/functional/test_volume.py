@@ -229,6 +229,7 @@ def test_filesystem_stats_match_statvfs(formatted, tmp_path):
     assert stats['block_size'] == raw.f_bsize
     assert stats['total_blocks'] == raw.f_blocks
     assert stats['free_blocks'] == raw.f_bfree
+    assert stats['avail_blocks'] == raw.f_bavail
     total = raw.f_blocks * raw.f_bsize
     free = raw.f_bfree * raw.f_bsize
     assert stats['total'] == round(total / 1024 ** 3, 2)
@@ -237,7 +238,7 @@ def test_filesystem_stats_match_statvfs(formatted, tmp_path):
     assert 48 * MIB < total <= 64 * MIB  # minus journal and metadata
     assert free < total - 8 * MIB
     assert set(stats) == {'block_size', 'total_blocks', 'free_blocks',
-                          'total', 'free', 'used'}
+                          'avail_blocks', 'total', 'free', 'used'}
 
 
 def test_filesystem_stats_of_a_missing_path(tmp_path):

@@ -25,6 +25,8 @@ MOUNTINFO_PATH = '/proc/self/mountinfo'
 
 # Seconds between two looks for a device node that has not appeared yet.
 DEVICE_POLL_INTERVAL = 0.5
+# Seconds an unmount waits for a process that just stopped to let go.
+UMOUNT_BUSY_TIMEOUT = 15
 
 EXT_FSTYPES = ('ext2', 'ext3', 'ext4')
 
@@ -97,10 +99,25 @@ class VolumeDevice:
         """
         if is_mounted(mount_point):
             LOG.info("Unmounting %s", mount_point)
-            self._run(['umount', mount_point], 'unmount')
+            self._umount(mount_point)
         else:
             LOG.debug("%s is not mounted, nothing to unmount", mount_point)
         remove_fstab_entry(mount_point)
+
+    def _umount(self, mount_point, timeout=UMOUNT_BUSY_TIMEOUT):
+        """umount, waiting a little while a process just stopped lets go."""
+        deadline = time.monotonic() + timeout
+        for _ in _polling_loop(deadline, interval=0.5):
+            try:
+                self._run(['umount', mount_point], 'unmount')
+                return
+            except exception.VolumeError as exc:
+                if 'busy' not in str(exc):
+                    raise
+                last = exc
+                LOG.warning("%s is busy; trying to unmount it again",
+                            mount_point)
+        raise last
 
     def migrate_data(self, source_dir):
         """Copy what ``source_dir`` holds onto the volume's root.
@@ -234,7 +251,9 @@ def get_filesystem_stats(fs_path):
     """Size of the file system holding ``fs_path``, as Trove reports it.
 
     The shape of upstream Trove's ``get_filesystem_volume_stats``:
-    ``total`` and ``used`` in GB (rounded to 2 places), ``free`` in bytes.
+    ``total`` and ``used`` in GB (rounded to 2 places), ``free`` in bytes,
+    and ``avail_blocks`` (blocks free for unprivileged users), which Trove
+    26 needs to show the volume's used percentage.
     """
     try:
         stats = os.statvfs(fs_path)
@@ -248,6 +267,7 @@ def get_filesystem_stats(fs_path):
         'block_size': stats.f_bsize,
         'total_blocks': stats.f_blocks,
         'free_blocks': stats.f_bfree,
+        'avail_blocks': stats.f_bavail,
         'total': _to_gb(total),
         'free': free,
         'used': _to_gb(total - free),
