@@ -1,10 +1,12 @@
 """The project's main job, run locally: one Trove guest, end to end.
 
-Starts RabbitMQ and a CouchDB-compatible server (pouchdb-server) on loopback,
-starts the real agent process (``trove-guestagent``), then plays Trove's
-control plane: prepare, create a database and a user, write documents as that
-user, and show the heartbeats the conductor receives.  Everything it started
-is stopped at the end, whatever happens.
+Starts RabbitMQ, a single-node Swift and a CouchDB-compatible server
+(pouchdb-server) on loopback, starts the real agent process
+(``trove-guestagent``), then plays Trove's control plane: prepare, create a
+database and a user, write documents as that user, show the heartbeats the
+conductor receives, back the instance up to Swift and restore the backup as a
+second instance.  Everything it started is stopped at the end, whatever
+happens.
 
 Run it with ``tools/demo`` (which installs what is missing first).
 """
@@ -19,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 
 import oslo_messaging as messaging
 
@@ -26,6 +29,7 @@ from integration import conductor as conductor_listener
 from integration import guest as guest_mod
 from integration.services import pouchdb
 from integration.services import rabbitmq
+from integration.services import swift as swift_mod
 import trove.common.cfg  # noqa: F401
 from trove import rpc
 
@@ -56,23 +60,37 @@ def start_services(stack, workdir):
     stack.callback(rpc.cleanup)
     listener = conductor_listener.ConductorListener(rpc.TRANSPORT).start()
     stack.callback(listener.stop)
-    return broker, listener
+    say("Starting a single-node OpenStack Swift on loopback")
+    swift = swift_mod.SwiftCluster(workdir / 'swift')
+    stack.callback(swift.stop)
+    swift.start()
+    show("Swift proxy at %s", swift.proxy_url)
+    return broker, listener, swift
 
 
-def start_guest(stack, workdir, broker, listener):
-    couchdb = pouchdb.PouchDBServer(workdir / 'couchdb')
+# The operator's backup key: one for the whole cloud, as Trove configures.
+BACKUP_KEY = secrets.token_hex(32)
+
+
+def start_guest(stack, workdir, broker, listener, swift, name):
+    couchdb = pouchdb.PouchDBServer(workdir / name / 'couchdb')
     couchdb.data_dir.mkdir(parents=True, exist_ok=True)
     couchdb.config_file.parent.mkdir(parents=True, exist_ok=True)
     stack.callback(couchdb.stop)
-    agent = guest_mod.GuestAgent(workdir / 'agent', broker.transport_url,
-                                 couchdb, report_interval=2)
+    token, storage_url = swift.token_and_storage_url()
+    options = {'DEFAULT': {'swift_url': storage_url[:-len('test')],
+                           'backup_aes_cbc_key': BACKUP_KEY}}
+    agent = guest_mod.GuestAgent(workdir / name / 'agent',
+                                 broker.transport_url, couchdb,
+                                 report_interval=2, options=options)
     stack.callback(agent.stop)
-    say("Starting the guest agent: trove-guestagent --config-dir %s",
+    say("Starting guest agent %s: trove-guestagent --config-dir %s", name,
         agent.conf_dir)
     agent.start()
     show("instance %s, CouchDB (pouchdb-server) will listen on %s",
          agent.guest_id, couchdb.url)
-    return guest_mod.Guest(agent, listener)
+    return guest_mod.Guest(agent, listener, auth_token=token,
+                           project_id='test')
 
 
 def prepare(guest, alice_password):
@@ -138,6 +156,50 @@ def heartbeats(guest, count=3):
          stats['used'])
 
 
+def backup(guest):
+    say("Control plane: create_backup of instance %s", guest.id)
+    backup_id = str(uuid.uuid4())
+    since = time.time()
+    guest.api.create_backup({'id': backup_id, 'name': 'demo',
+                             'instance_id': guest.id, 'parent': None,
+                             'datastore': 'couchdb',
+                             'datastore_version': '1.6'})
+    done = guest.conductor.wait_for(
+        'update_backup', guest.id,
+        lambda m: m.kwargs.get('state') in ('COMPLETED', 'FAILED'),
+        timeout=120, since=since)
+    for message in guest.conductor.select('update_backup', guest.id, since):
+        fields = message.kwargs
+        show("conductor <- update_backup: %s%s", fields['state'], ''.join(
+            ', %s=%s' % (k, fields[k]) for k in (
+                'size', 'checksum', 'location', 'note')
+            if fields.get(k) not in (None, '')))
+    if done.kwargs['state'] != 'COMPLETED':
+        raise SystemExit("the backup failed: %s" % done.kwargs.get('note'))
+    return {'id': backup_id, 'instance_id': guest.id,
+            'type': done.kwargs['backup_type'],
+            'location': done.kwargs['location'],
+            'checksum': done.kwargs['checksum']}
+
+
+def restore(guest, backup_info, alice_password):
+    say("Control plane: prepare instance %s from backup %s", guest.id,
+        backup_info['id'])
+    since = time.time()
+    message = guest.prepare_and_wait(backup_info=backup_info)
+    for status in guest.conductor.statuses(guest.id, since):
+        show("conductor <- heartbeat: %s", status)
+    if message.kwargs['payload']['service_status'] != 'running':
+        raise SystemExit("the restore failed; agent log: %s" %
+                         guest.agent.agent_log)
+    session = guest.session('alice', alice_password)
+    listing = session.get(guest.url('inventory', '_all_docs'),
+                          params={'limit': 3}, timeout=10).json()
+    show("restored: databases %s; as alice, inventory holds %d documents; "
+         "first: %s", [d['_name'] for d in guest.api.list_databases()[0]],
+         listing['total_rows'], [row['id'] for row in listing['rows']])
+
+
 def _until(predicate, timeout=20):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -155,12 +217,17 @@ def main():
     bob_password = secrets.token_urlsafe(12)
     try:
         with contextlib.ExitStack() as stack:
-            broker, listener = start_services(stack, workdir)
-            guest = start_guest(stack, workdir, broker, listener)
+            broker, listener, swift = start_services(stack, workdir)
+            guest = start_guest(stack, workdir, broker, listener, swift,
+                                'first')
             prepare(guest, alice_password)
             manage(guest, bob_password)
             write_documents(guest, alice_password)
             heartbeats(guest)
+            backup_info = backup(guest)
+            second = start_guest(stack, workdir, broker, listener, swift,
+                                 'second')
+            restore(second, backup_info, alice_password)
             say("Stopping everything the demo started")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
