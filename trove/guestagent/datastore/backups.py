@@ -53,13 +53,15 @@ def create_backup(context, backup_info, app, strategy_cls):
         _update(context, backup_id, state='FAILED', success=False,
                 backup_type=strategy_cls.backup_type,
                 note='Backup failed: %s' % _short(exc))
-        raise
-    finally:
         _remove(_marker(backup_id))
+        raise
     _update(context, backup_id, state='COMPLETED', success=True,
             checksum=result.checksum, location=result.location,
             size=round(result.size / GB, 3), backup_type=runner.backup_type,
             note=result.note)
+    # Only now: had the agent died before the last update, the marker would
+    # make its next start report the backup instead of leaving it BUILDING.
+    _remove(_marker(backup_id))
     LOG.info("Backup %s completed: %s", backup_id, result.location)
 
 

@@ -72,8 +72,10 @@ class SwiftStorage(base.Storage):
     def save(self, name, chunks, metadata=None):
         conn = self._connection()
         segments = []
+        uploading = False
         try:
             conn.put_container(self.container)
+            uploading = True
             for index, piece in enumerate(base.split(chunks,
                                                      self.segment_size)):
                 segments.append(self._put_segment(
@@ -81,7 +83,8 @@ class SwiftStorage(base.Storage):
             saved = self._finish(conn, name, segments,
                                  _meta_headers(metadata))
         except BaseException:
-            self._remove_segments(conn, segments, name)
+            if uploading:
+                self._remove_segments(conn, segments, name)
             raise
         LOG.info("Stored backup %s: %d bytes in %d segment(s), checksum "
                  "%s", saved.location, saved.size, len(segments),
@@ -93,8 +96,17 @@ class SwiftStorage(base.Storage):
         try:
             etag = conn.put_object(self.container, segment, hashing)
         except swift_exc.ClientException as exc:
+            # A stream cannot be sent twice: when the connection breaks,
+            # swiftclient says it cannot "reset contents"; the connection
+            # error behind that is the cause worth reporting.
+            cause = exc.__context__ if exc.http_status is None else None
             raise base.StorageError(
-                "Swift refused segment %s: %s" % (segment, exc)) from exc
+                "Uploading segment %s to Swift failed: %s" % (
+                    segment, cause or exc)) from exc
+        except OSError as exc:
+            raise base.StorageError(
+                "Uploading segment %s to Swift failed: %s" % (
+                    segment, exc)) from exc
         if etag.strip('"') != hashing.hexdigest:
             raise base.ChecksumMismatch(
                 "Segment %s: Swift stored ETag %s, the agent sent MD5 %s" % (
