@@ -70,7 +70,10 @@ class CouchDBRestore(base.RestoreRunner):
             allow_plain=not CONF.backup_use_openssl_encryption)
         first, chunks = _peek(chunks)
         if first.startswith(GZIP_MAGIC):
-            chunks = compression.gzip_decompress(chunks)
+            # Decrypting and decompressing in their own thread overlaps
+            # them with writing the files.
+            chunks = pipeline.threaded(compression.gzip_decompress(chunks),
+                                       name='restore-gunzip')
         return chunks
 
     def _extract(self):
