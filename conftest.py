@@ -23,19 +23,11 @@ import pytest
 # oslo.messaging (which would otherwise pick the eventlet default).
 import trove  # noqa: F401
 
-from integration.services import base
+from integration.services.fixtures import start_or_fail as _start
 from integration.services.fixtures import swift  # noqa: F401  (fixture)
 from integration.services.pouchdb import PouchDBServer
 from integration.services.rabbitmq import RabbitMQBroker
 
-
-def _start(service):
-    """Start a service; a missing one fails the test (never a skip)."""
-    try:
-        return service.start()
-    except base.ServiceNotInstalled as exc:
-        missing = str(exc)
-    pytest.fail(missing, pytrace=False)
 
 
 @pytest.fixture(scope="session")
