@@ -9,6 +9,7 @@ and detaches the loop device.
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 
@@ -156,6 +157,26 @@ def test_mount_refuses_a_busy_mount_point(formatted, tmp_path):
     with pytest.raises(exception.VolumeError) as caught:
         formatted.mount(str(mount_point))
     assert 'tmpfs is mounted on' in str(caught.value)
+
+
+def test_unmount_names_the_process_that_keeps_it_busy(formatted, tmp_path):
+    mount_point = tmp_path / 'data'
+    formatted.mount(str(mount_point), write_to_fstab=False)
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import sys, time; f = open(sys.argv[1], "w");'
+         ' print("open", flush=True); time.sleep(60)',
+         str(mount_point / 'held.log')], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == 'open\n'
+        with pytest.raises(exception.VolumeError) as caught:
+            formatted._umount(str(mount_point), timeout=1)
+        assert f'{holder.pid} (python' in str(caught.value)
+        assert volume.is_mounted(str(mount_point))
+    finally:
+        holder.kill()
+        holder.wait()
+    formatted.unmount(str(mount_point))
+    assert not volume.is_mounted(str(mount_point))
 
 
 def _make_tree(source):

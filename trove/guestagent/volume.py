@@ -37,6 +37,42 @@ MountEntry = collections.namedtuple(
     'MountEntry', ['mount_point', 'devno', 'fstype', 'source'])
 
 
+def processes_using(path):
+    """'<pid> (<command>)' for each process with a file, its working or root
+    directory, or a mapping under ``path``: what ``fuser -m`` would name,
+    to say why an unmount is refused."""
+    path = os.path.realpath(path)
+    prefix = path.rstrip('/') + '/'
+
+    def under(target):
+        target = target.removesuffix(' (deleted)')
+        return target == path or target.startswith(prefix)
+
+    found = []
+    for entry in os.scandir('/proc'):
+        if not entry.name.isdigit():
+            continue
+        links = [f'{entry.path}/cwd', f'{entry.path}/root']
+        try:
+            links += [f'{entry.path}/fd/{fd}'
+                      for fd in os.listdir(f'{entry.path}/fd')]
+            with open(f'{entry.path}/maps') as maps:
+                mapped = [line.split(None, 5)[-1].strip() for line in maps]
+            with open(f'{entry.path}/comm') as comm:
+                name = comm.read().strip()
+        except OSError:
+            continue
+        targets = []
+        for link in links:
+            try:
+                targets.append(os.readlink(link))
+            except OSError:
+                continue
+        if any(under(t) for t in targets + mapped):
+            found.append(f'{entry.name} ({name})')
+    return found
+
+
 class VolumeDevice:
     """One block device that holds (or will hold) the datastore's data."""
 
@@ -117,7 +153,11 @@ class VolumeDevice:
                 last = exc
                 LOG.warning("%s is busy; trying to unmount it again",
                             mount_point)
-        raise last
+        holders = processes_using(mount_point)
+        raise exception.VolumeError(
+            reason=f"{mount_point} is still busy after {timeout} s; "
+                   "processes using it: "
+                   + (', '.join(holders) or 'none found')) from last
 
     def migrate_data(self, source_dir):
         """Copy what ``source_dir`` holds onto the volume's root.
