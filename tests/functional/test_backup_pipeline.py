@@ -2,11 +2,12 @@
 
 No CouchDB here: the data directory is a tree of files; what is checked is
 that the object stored in Swift (a Static Large Object of many small
-segments, or a single object) restores every file identically, and that
+segments, or of one) restores every file identically, and that
 Swift's failures and damaged objects end with clear errors.
 """
 
 import hashlib
+import json
 import os
 import threading
 
@@ -99,8 +100,12 @@ def test_stream_restores_byte_identically(conf, tmp_path, segment):
     headers = storage._connection().head_object(storage.container,
                                                 'identical-%d' % segment)
     assert headers['x-object-meta-datastore'] == 'couchdb'
-    if segment < 2 ** 20:
-        assert headers.get('x-static-large-object', '').lower() == 'true'
+    # One segment or many, the backup is a Static Large Object: no copy.
+    assert headers.get('x-static-large-object', '').lower() == 'true'
+    _, manifest = storage._connection().get_object(
+        storage.container, 'identical-%d' % segment,
+        query_string='multipart-manifest=get')
+    assert (len(json.loads(manifest)) == 1) == (segment == 2 ** 31)
     storage.delete(saved.location)
     _, listing = storage._connection().get_container(storage.container)
     assert not [o for o in listing if o['name'].startswith(

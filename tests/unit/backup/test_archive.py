@@ -15,11 +15,12 @@ import socket
 import stat
 import subprocess
 import tarfile
+import tempfile
 import tracemalloc
 
 import pytest
 
-from trove.guestagent.backup import archive, extract
+from trove.guestagent.backup import archive, compression, extract
 from trove.guestagent.backup.archive import backup_order, write_tar
 from trove.guestagent.backup.extract import (
     CorruptArchiveError, UnsafeArchiveError, safe_extract, staged_restore)
@@ -209,6 +210,25 @@ def test_round_trip_is_identical(couchdb3, tmp_path, bufsize):
                              ('meta/backup.json', b'{"v": 1}')]
     assert result.extra('meta/backup.json') == b'{"v": 1}'
     assert not (dest / 'config').exists() and not (dest / 'meta').exists()
+
+
+def test_file_data_is_cut_on_bufsize_boundaries_of_the_stream(tmp_path):
+    # The gzip stage takes bufsize blocks: aligned chunks pass without a copy.
+    bufsize = 4096
+    _write(tmp_path / 'src/a.couch', _data(10_000, seed=2))
+    _write(tmp_path / 'src/b.couch', _data(3 * bufsize + 7, seed=3))
+    offset, ends = 0, []
+    for chunk in write_tar(tmp_path / 'src', bufsize=bufsize):
+        offset += len(chunk)
+        ends.append(offset)
+    # a.couch's data: one read up to the first boundary, one to the next
+    # (10 000 bytes are more than a whole block), one to its end.
+    assert bufsize in ends and 2 * bufsize in ends
+    assert 3 * bufsize in ends and 4 * bufsize in ends  # b.couch's data
+    blocks = list(compression.blocks(
+        write_tar(tmp_path / 'src', bufsize=bufsize), bufsize))
+    assert sum(map(len, blocks)) == offset
+    assert all(len(b) == bufsize for b in blocks[:-1])
 
 
 @pytest.mark.skipif(not IS_ROOT, reason='chown needs root')
@@ -523,7 +543,22 @@ def _pax_with_huge_header():
     return _crafted((info, data), fmt=tarfile.PAX_FORMAT)
 
 
+def _gnu_tar_sparse(fmt):
+    """A sparse file archived by GNU tar (--sparse) in ``fmt``."""
+    with tempfile.TemporaryDirectory() as scratch:
+        data = os.path.join(scratch, 'data')
+        os.mkdir(data)
+        with open(os.path.join(data, 'holes.couch'), 'wb') as f:
+            f.write(b'head')
+            f.seek(1024 * 1024)
+            f.write(b'tail')
+        return _run('tar', '-C', scratch, '--sparse', '--format=' + fmt,
+                    '-cf', '-', 'data').stdout
+
+
 HOSTILE = {
+    'sparse-gnu': lambda out: _gnu_tar_sparse('gnu'),
+    'sparse-pax': lambda out: _gnu_tar_sparse('pax'),
     'dotdot': lambda out: _crafted(_file('../evil')),
     'dotdot-in-data': lambda out: _crafted(_file('data/../../evil')),
     'dotdot-to-sentinel': lambda out: _crafted(

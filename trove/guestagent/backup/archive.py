@@ -348,7 +348,11 @@ class _TarWriter:
         yield self._out(_header(arcname, st, size))
         copied = 0
         while copied < size:
-            data = os.read(fd, min(self.bufsize, size - copied))
+            # Reads end on multiples of bufsize in the stream, so that the
+            # next stage (gzip, cutting bufsize blocks) takes most of them
+            # as they are instead of copying every byte into new blocks.
+            room = self.bufsize - self.offset % self.bufsize
+            data = os.read(fd, min(room, size - copied))
             if not data:
                 break
             copied += len(data)

@@ -31,8 +31,9 @@ import tempfile
 
 from oslo_log import log as logging
 
+from trove.common import files
 from trove.guestagent.backup.archive import (
-    ArchiveError, BUFSIZE, DIR_FLAGS, NOT_DATA, open_dir_beneath,
+    ArchiveError, DIR_FLAGS, NOT_DATA, open_dir_beneath,
     parse_mtime_ns)
 
 LOG = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ PATH_MAX = 4096
 FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 CREATE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                 | os.O_CLOEXEC)
+# Bytes of a restored file written between two starts of write-back.
+WRITEBACK_STEP = 16 * 1024 * 1024
 STAGING_PREFIX = '.trove-restore-'
 OLD_PREFIX = '.trove-old-'
 
@@ -108,27 +111,71 @@ class _SafeTarInfo(tarfile.TarInfo):
 
 
 class ChunkReader:
-    """A read-only file over an iterator of bytes chunks."""
+    """A forward-only file over an iterator of bytes chunks.
+
+    tarfile reads headers through ``read``/``seek``/``tell`` (a forward
+    ``seek`` skips bytes; a backward one is an error); file data goes
+    straight from the chunks to the files through ``chunks``, without the
+    copies tarfile's own reading would make.
+    """
 
     def __init__(self, chunks):
         self._chunks = iter(chunks)
         self._chunk = b''
         self._pos = 0
+        self._offset = 0  # stream offset of self._chunk[0]
+
+    def tell(self):
+        return self._offset + self._pos
+
+    def _next_chunk(self):
+        self._offset += len(self._chunk)
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            self._chunk, self._pos = b'', 0
+            return False
+        self._chunk, self._pos = chunk, 0
+        return True
 
     def read(self, size=-1):
         while self._pos >= len(self._chunk):
-            chunk = next(self._chunks, None)
-            if chunk is None:
+            if not self._next_chunk():
                 return b''
-            self._chunk, self._pos = bytes(chunk), 0
         if size < 0:
-            size = len(self._chunk)
-        if self._pos == 0 and size >= len(self._chunk):
-            self._pos = len(self._chunk)
-            return self._chunk
-        data = self._chunk[self._pos:self._pos + size]
+            size = len(self._chunk) - self._pos
+        data = bytes(self._chunk[self._pos:self._pos + size])
         self._pos += len(data)
+        if len(data) < size:
+            data += self.read(size - len(data))
         return data
+
+    def chunks(self, size):
+        """The next ``size`` bytes (fewer at the end of the stream), as
+        the chunks they are in: whole chunks are not copied."""
+        while size > 0:
+            while self._pos >= len(self._chunk):
+                if not self._next_chunk():
+                    return
+            end = min(len(self._chunk), self._pos + size)
+            if self._pos == 0 and end == len(self._chunk):
+                piece = self._chunk
+            else:
+                piece = memoryview(self._chunk)[self._pos:end]
+            size -= end - self._pos
+            self._pos = end
+            yield piece
+
+    def seek(self, offset, whence=os.SEEK_SET):
+        if whence == os.SEEK_CUR:
+            offset += self.tell()
+        elif whence != os.SEEK_SET:
+            raise OSError(errno.ESPIPE, "a backup stream only seeks ahead")
+        if offset < self.tell():
+            raise OSError(errno.ESPIPE, "a backup stream cannot seek back "
+                          "(from %s to %s)" % (self.tell(), offset))
+        for _ in self.chunks(offset - self.tell()):
+            pass
+        return self.tell()
 
     def drain(self):
         """Read the stream to its end, past the end-of-archive blocks and
@@ -168,7 +215,7 @@ def safe_extract(chunks, dest_dir, *, strip_prefix='data/', legacy_root=None,
 
 def _extract_stream(reader, extractor):
     try:
-        archive = tarfile.open(fileobj=reader, mode='r|', bufsize=BUFSIZE,
+        archive = tarfile.open(fileobj=reader, mode='r:',
                                tarinfo=_SafeTarInfo, encoding='utf-8',
                                errors='surrogateescape')
         with archive:
@@ -176,8 +223,12 @@ def _extract_stream(reader, extractor):
                 member = archive.next()
                 if member is None:
                     break
-                archive.members.clear()  # stream mode: keep memory flat
-                extractor.member(archive, member)
+                archive.members.clear()  # keep memory flat
+                if member.sparse is not None:
+                    raise UnsafeArchiveError(
+                        member=member.name,
+                        reason="sparse files are not supported")
+                extractor.member(reader, member)
     except (tarfile.TarError, EOFError) as exc:
         raise CorruptArchiveError(
             reason=str(exc) or type(exc).__name__) from exc
@@ -271,19 +322,19 @@ class _Extractor:
         self.extras_total = 0
         self.directories = []  # (parts, mode, mtime_ns): applied last
 
-    def member(self, archive, member):
+    def member(self, reader, member):
         kind = _kind(member)
         where, name = self.mapper.map(member.name)
         if where == 'extra':
             if kind == 'file':
-                self._keep_extra(archive, member, name)
+                self._keep_extra(reader, member, name)
             return
         if not name:
             return  # the data dir itself: dest_dir is left as it is
         if kind == 'dir':
             self._directory(member, name)
         else:
-            self._file(archive, member, name)
+            self._file(reader, member, name)
 
     def _directory(self, member, parts):
         fd = self._open_dir(member, parts)
@@ -317,12 +368,12 @@ class _Extractor:
                                      reason="it resolves to %s, outside the "
                                      "destination" % real)
 
-    def _file(self, archive, member, parts):
+    def _file(self, reader, member, parts):
         parent = self._open_dir(member, parts[:-1])
         try:
             fd = self._create(parent, parts[-1], member)
             try:
-                self._copy(archive.extractfile(member), fd, member)
+                self._copy(reader, fd, member)
                 os.fchmod(fd, _safe_mode(member.mode))
                 if self.owner is not None:
                     os.fchown(fd, *self.owner)
@@ -349,28 +400,34 @@ class _Extractor:
             os.unlink(name, dir_fd=parent)
             return os.open(name, CREATE_FLAGS, 0o600, dir_fd=parent)
 
-    def _copy(self, source, fd, member):
-        copied = 0
-        while True:
-            data = source.read(BUFSIZE)
-            if not data:
-                break
+    def _copy(self, reader, fd, member):
+        reader.seek(member.offset_data)
+        copied = flushed = 0
+        for data in reader.chunks(member.size):
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             copied += len(data)
+            if copied - flushed >= WRITEBACK_STEP:
+                # The commit syncs everything; writing back as we go
+                # overlaps the disk with the rest of the restore.
+                files.start_writeback(fd, flushed, copied - flushed)
+                flushed = copied
+        if copied > flushed:
+            files.start_writeback(fd, flushed, copied - flushed)
         if copied != member.size:
             raise CorruptArchiveError(reason="member %s holds %s of %s bytes"
                                       % (member.name, copied, member.size))
         self.result.bytes += copied
 
-    def _keep_extra(self, archive, member, name):
+    def _keep_extra(self, reader, member, name):
         if member.size >= MAX_EXTRA_SIZE or (
                 self.extras_total + member.size > MAX_EXTRAS_TOTAL):
             raise UnsafeArchiveError(member=member.name,
                                      reason="a non-data member of %s bytes "
                                      "is too large to keep" % member.size)
-        data = archive.extractfile(member).read()
+        reader.seek(member.offset_data)
+        data = b''.join(reader.chunks(member.size))
         if len(data) != member.size:
             raise CorruptArchiveError(reason="member %s is truncated"
                                       % member.name)
@@ -421,7 +478,7 @@ class StagedRestore:
         if self.committed:
             raise ArchiveError(reason="restore into %s already committed"
                                % self.dest_dir)
-        os.sync()
+        files.sync_filesystem(self.path)
         moved_out, moved_in = [], []
         try:
             old = tempfile.mkdtemp(prefix=OLD_PREFIX, dir=self.dest_dir)

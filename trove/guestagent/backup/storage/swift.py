@@ -2,11 +2,18 @@
 
 The stream is cut into segments of at most ``backup_segment_max_size`` named
 ``<name>_00000000``, ``<name>_00000001``...; each segment's MD5 is checked
-against the ETag Swift returns.  Several segments become a Static Large
-Object whose ETag, the backup's checksum, is the MD5 of the segments' MD5s;
-a single segment is copied to the final name and deleted.  The final object
-is checked with a HEAD.  Any failure removes what was uploaded.  Requests
-carry the end user's token from the request context.
+against the ETag Swift returns.  The segments become a Static Large Object
+whose ETag, the backup's checksum, is the MD5 of the segments' MD5s.  The
+final object is checked with a HEAD.  Any failure removes what was
+uploaded.  Requests carry the end user's token from the request context.
+
+Upstream Trove copied a lone segment to the final name (``X-Copy-From``)
+and deleted it.  That copy makes Swift read and write the whole backup a
+second time (a third of a 1 GiB backup's time here), so a lone segment
+becomes a one-segment SLO instead: Trove deletes it the same way as any
+large backup (``multipart-manifest=delete``, its segments included), and
+a restore reads it like any object.  Upstream's single objects still
+restore.
 """
 
 import hashlib
@@ -119,19 +126,12 @@ class SwiftStorage(base.Storage):
         if not segments:
             raise base.StorageError("The backup stream of %s was empty." %
                                     name)
-        if len(segments) == 1:
-            checksum = segments[0]['etag']
-            conn.copy_object(self.container, segments[0]['name'],
-                             destination='/%s/%s' % (self.container, name),
-                             headers=headers)
-            conn.delete_object(self.container, segments[0]['name'])
-        else:
-            checksum = _slo_etag(segments)
-            manifest = [{k: s[k] for k in ('path', 'etag', 'size_bytes')}
-                        for s in segments]
-            conn.put_object(self.container, name, json.dumps(manifest),
-                            headers=headers,
-                            query_string='multipart-manifest=put')
+        checksum = _slo_etag(segments)
+        manifest = [{k: s[k] for k in ('path', 'etag', 'size_bytes')}
+                    for s in segments]
+        conn.put_object(self.container, name, json.dumps(manifest),
+                        headers=headers,
+                        query_string='multipart-manifest=put')
         self._check(conn, name, checksum)
         return base.SavedObject(self.location(name), checksum,
                                 sum(s['size_bytes'] for s in segments))

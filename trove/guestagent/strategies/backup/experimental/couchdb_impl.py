@@ -86,16 +86,20 @@ class CouchDBBackup(base.BackupRunner):
         """The backup's bytes: tar, then gzip and encryption if enabled."""
         extra = [(META_NAME, json.dumps(meta, sort_keys=True).encode())]
         stream = pipeline.threaded(progress.count(
-            archive.write_tar(self.data_dir, extra_files=extra)),
+            archive.write_tar(self.data_dir, extra_files=extra,
+                              bufsize=CONF.backup_chunk_size)),
             name='backup-tar')
         if CONF.backup_use_gzip_compression:
-            stream = pipeline.threaded(compression.gzip_compress(
+            stream = compression.gzip_compress(
                 stream, level=CONF.backup_compression_level,
-                threads=_threads(), block_size=CONF.backup_chunk_size),
-                name='backup-gzip')
+                threads=_threads(), block_size=CONF.backup_chunk_size)
         if CONF.backup_use_openssl_encryption:
             stream = encryption.encrypt(stream, CONF.backup_aes_cbc_key,
                                         chunk_size=CONF.backup_chunk_size)
+        # Compressed, encrypted blocks wait here for the upload: a few
+        # MiB, so that a slow moment of the storage does not stall the
+        # compressors.
+        stream = pipeline.threaded(stream, maxsize=8, name='backup-seal')
         return stream
 
     def object_metadata(self):

@@ -62,16 +62,15 @@ class CouchDBRestore(base.RestoreRunner):
     def _stream(self):
         location = self.backup_info['location']
         storage = storage_mod.for_location(self.context, location)
-        chunks = pipeline.threaded(
+        # Downloading with decrypting, decompressing, and writing the
+        # files: three threads, each stage overlapping the others.
+        chunks = pipeline.threaded(encryption.open_stream(
             storage.load(location, self.backup_info.get('checksum')),
+            CONF.backup_aes_cbc_key,
+            allow_plain=not CONF.backup_use_openssl_encryption),
             name='restore-download')
-        chunks = encryption.open_stream(
-            chunks, CONF.backup_aes_cbc_key,
-            allow_plain=not CONF.backup_use_openssl_encryption)
         first, chunks = _peek(chunks)
         if first.startswith(GZIP_MAGIC):
-            # Decrypting and decompressing in their own thread overlaps
-            # them with writing the files.
             chunks = pipeline.threaded(compression.gzip_decompress(chunks),
                                        name='restore-gunzip')
         return chunks
