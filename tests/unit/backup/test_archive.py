@@ -736,3 +736,17 @@ def test_extract_module_errors_share_the_archive_root():
     assert issubclass(UnsafeArchiveError, archive.ArchiveError)
     assert issubclass(CorruptArchiveError, archive.ArchiveError)
     assert extract.MAX_EXTRA_SIZE == 1024 * 1024
+
+
+def test_chunk_reader_reads_across_many_small_chunks_and_only_forward():
+    reader = extract.ChunkReader([b'a'] * 5000 + [b'bcd'])
+    assert reader.read(4000) == b'a' * 4000 and reader.tell() == 4000
+    reader.seek(4999)
+    assert reader.read(3) == b'abc'
+    with pytest.raises(OSError):
+        reader.seek(10)
+    assert reader.read() == b'd' and reader.read(5) == b''
+    whole = [b'x' * 10, b'y' * 10]
+    reader = extract.ChunkReader(whole)
+    assert [bytes(c) for c in reader.chunks(15)] == [b'x' * 10, b'y' * 5]
+    assert reader.tell() == 15

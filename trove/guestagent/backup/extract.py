@@ -138,16 +138,12 @@ class ChunkReader:
         return True
 
     def read(self, size=-1):
-        while self._pos >= len(self._chunk):
-            if not self._next_chunk():
-                return b''
         if size < 0:
+            while self._pos >= len(self._chunk):
+                if not self._next_chunk():
+                    return b''
             size = len(self._chunk) - self._pos
-        data = bytes(self._chunk[self._pos:self._pos + size])
-        self._pos += len(data)
-        if len(data) < size:
-            data += self.read(size - len(data))
-        return data
+        return b''.join(bytes(piece) for piece in self.chunks(size))
 
     def chunks(self, size):
         """The next ``size`` bytes (fewer at the end of the stream), as
