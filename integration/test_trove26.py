@@ -161,6 +161,12 @@ def test_trove26_control_plane_drives_the_agent(trove26_guest):
                     workdir, 300, agent=guest.agent)
     _assert_guest_api(result)
     _assert_not_supported(result)
+    # Trove's own client reads the replica context a replica is given.
+    assert result['replica_context'] == {
+        'replication_strategy': 'CouchDBReplication',
+        'master_keys': ['api_version', 'databases', 'guest_id', 'password',
+                        'url', 'user']}, result['replica_context']
+    assert result['backup_required_for_replication'] is False
     _assert_conductor(result)
     _assert_couchdb(guest, result)
     # Trove 26 computes `trove show`'s volume_used_percent from the

@@ -369,8 +369,13 @@ def drive(request, results, events):
     users_and_root(api, results)
     results['volume_info'] = api.get_volume_info()
     results['trove_show_volume'] = trove_show_volume(guest_id)
+    context = api.get_replica_context()
+    results['replica_context'] = {
+        'replication_strategy': context.get('replication_strategy'),
+        'master_keys': sorted(context.get('master', {}))}
+    results['backup_required_for_replication'] = (
+        api.backup_required_for_replication())
     results['unsupported'] = {
-        'get_replica_context': unsupported(api.get_replica_context),
         'guest_log_list': unsupported(api.guest_log_list)}
 
 

@@ -142,9 +142,8 @@ def test_unsupported_call_raises_trove_not_supported(served):
     assert 'couchdb' in str(err.value)
 
 
-@pytest.mark.parametrize('method', ['get_replica_context', 'guest_log_list',
-                                    'pre_upgrade', 'ssl_show',
-                                    'get_txn_count'])
+@pytest.mark.parametrize('method', ['guest_log_list', 'pre_upgrade',
+                                    'ssl_show', 'get_diagnostics'])
 def test_unsupported_calls_are_never_type_or_attribute_errors(served,
                                                                method):
     with pytest.raises(exception.DatastoreOperationNotSupported):

@@ -229,12 +229,30 @@ couchdb_opts = [
                help='Module that holds the restore strategies.'),
     cfg.DictOpt('backup_incremental_strategy', default={},
                 help='Incremental backup strategy per full strategy.'),
-    cfg.StrOpt('replication_strategy',
+    cfg.StrOpt('replication_strategy', default='CouchDBReplication',
                help='Name of the replication strategy class.'),
     cfg.StrOpt('replication_namespace',
                default='trove.guestagent.strategies.replication.'
                        'experimental.couchdb_impl',
                help='Module that holds the replication strategy.'),
+    cfg.StrOpt('replication_host',
+               help='Address replicas use to reach this instance\'s CouchDB '
+                    'when it is a replication source. Default: '
+                    'bind_address, or the address of the default route '
+                    'when CouchDB listens on every address.'),
+    cfg.FloatOpt('replication_sync_interval', default=2.0, min=0.1,
+                 help='Seconds between two passes of the replication '
+                      'upkeep: on a source, guarding new databases and '
+                      'publishing their list; on a replica, following '
+                      'created and deleted databases and _security, and '
+                      'checking how far each database has got.'),
+    cfg.IntOpt('replication_stall_timeout', default=300, min=1,
+               help='Seconds a replicated database may stay behind its '
+                    'source without progress before the replica reports '
+                    'itself blocked.'),
+    cfg.IntOpt('replication_wait_timeout', default=300, min=1,
+               help='Seconds wait_for_txn waits for a replica to catch up '
+                    'before it fails.'),
     cfg.StrOpt('guest_log_exposed_logs', default='',
                help='Logs of this guest that users may see.'),
 ]

@@ -150,3 +150,9 @@ class VolumeError(TroveError):
 
 class GuestStateError(TroveError):
     message = "%(reason)s"
+
+
+class ReplicationError(TroveError):
+    """Replication cannot be set up, changed or waited for."""
+
+    message = "Replication: %(reason)s"

@@ -16,7 +16,25 @@ What it models:
   no start without an admin (like the real server).
 - 1.x: ``/_config``, ``/_restart``, admin party while there is no admin,
   ``_users`` and ``_replicator`` created at start, open new databases.
-- Documents with ``_rev`` and 409 on a stale or missing rev.
+- Documents with ``_rev`` and 409 on a stale or missing rev; design
+  documents (``_design/x``, written by db or server admins only; their
+  functions are stored, never run); deletions leave tombstones.
+- Per-database update sequence: an int on 1.x, an opaque string
+  ``"N-g1AAAA..."`` on 3.x, in ``GET /{db}`` (``update_seq``) and
+  ``GET /{db}/_changes`` (``since``, ``limit``; one row per document at its
+  latest change, ``last_seq``).  A 3.x ``since`` must be ``0``, ``now`` or a
+  sequence the server gave out (only its opaque part counts, as on CouchDB);
+  anything else is a 400.  A ``_security`` change bumps ``update_seq``
+  without a ``_changes`` row, as CouchDB's storage engines do.
+- ``POST /{db}/_revs_diff`` against every revision a document has had.
+- ``_users``: a user reads and updates only its own document (never its
+  roles, name or type), without being a member of ``_users``.
+- ``_replicator`` documents checked like 3.x does (``source``/``target`` a
+  URL or ``{"url", "auth": {"basic": {"username", "password"}}}``), and
+  ``GET /_scheduler/docs[/_replicator[/{docid}]]`` (3.x, admins only): every
+  job is ``running`` until a test says otherwise with ``set_job_state``.
+  Nothing replicates by itself: ``replicate(source, target, db)`` copies
+  documents with their revisions, like a replication job would.
 - ``drop_reply_to``: (method, path) pairs whose request is applied but whose
   reply is never sent (the connection is closed), like a server that
   restarts its listener.
@@ -31,7 +49,9 @@ import os
 import re
 import secrets
 import socket
+import stat
 import threading
+import time
 import uuid
 from urllib import parse
 
@@ -40,6 +60,28 @@ _SYSTEM_DBS = ('_users', '_replicator', '_global_changes')
 _ITERATIONS = 10
 _ADMIN_ONLY = {'members': {'roles': ['_admin']},
                'admins': {'roles': ['_admin']}}
+# Replication job states of CouchDB 3.x's scheduler (_scheduler/docs).
+JOB_STATES = ('initializing', 'running', 'pending', 'crashing', 'error',
+              'failed', 'completed')
+_ERROR_STATES = ('crashing', 'error', 'failed')
+
+
+def _copy(value):
+    return json.loads(json.dumps(value))
+
+
+def _new_db(security):
+    """One database: live documents, every document's history, sequence.
+
+    ``history[doc_id]``: ``seq`` of its latest change, winning ``rev``,
+    ``deleted``, and ``revs``: every revision the database has seen.
+    """
+    return {'security': _copy(security), 'docs': {}, 'history': {},
+            'seq': 0, 'tokens': {}, 'token_seqs': {}}
+
+
+def _generation(rev):
+    return int(rev.split('-', 1)[0])
 
 
 class HTTPError(Exception):
@@ -47,6 +89,18 @@ class HTTPError(Exception):
         super().__init__(status, error, reason)
         self.status = status
         self.body = {'error': error, 'reason': reason}
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 nothing listens on (for tests)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def file_mode(path):
+    """The permission bits of a file (for tests)."""
+    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 def hash_password(password, salt=None, iterations=_ITERATIONS):
@@ -77,6 +131,8 @@ class FakeCouchDB:
         self.config = {'admins': {}, 'couchdb': {},
                        listener: {'bind_address': '127.0.0.1'}}
         self.dbs = {}
+        # doc_id of a _replicator document -> (state, error, error_count)
+        self.job_states = {}
         self.drop_reply_to = set()
         self.fail_status = None
         self.restarts = 0
@@ -88,7 +144,7 @@ class FakeCouchDB:
         self._connections = set()
         if version == '1':
             for db in ('_users', '_replicator'):
-                self.dbs[db] = {'security': {}, 'docs': {}}
+                self.dbs[db] = _new_db({})
 
     # -- process-like control ---------------------------------------------
 
@@ -165,6 +221,88 @@ class FakeCouchDB:
     def user_doc(self, name):
         return self.dbs['_users']['docs'].get('org.couchdb.user:' + name)
 
+    def set_job_state(self, doc_id, state, error=None):
+        """What _scheduler/docs says of the _replicator document doc_id."""
+        if state not in JOB_STATES:
+            raise ValueError('unknown replication job state %r' % state)
+        with self.lock:
+            _old, _error, count = self.job_states.get(doc_id,
+                                                      (None, None, 0))
+            count = count + 1 if state in _ERROR_STATES else 0
+            self.job_states[doc_id] = (state, error, count)
+
+    # -- update sequences and documents ----------------------------------
+
+    def seq_token(self, db_name, number):
+        """The sequence ``number`` of ``db_name`` as this version shows it."""
+        if self.version != '3':
+            return number
+        db = self.dbs[db_name]
+        token = db['tokens'].get(number)
+        if token is None:
+            opaque = 'g1AAAA' + secrets.token_urlsafe(30)
+            token = '%d-%s' % (number, opaque)
+            db['tokens'][number] = token
+            db['token_seqs'][opaque] = number
+        return token
+
+    def parse_since(self, db_name, since):
+        """The sequence number a ``since`` parameter stands for."""
+        db = self.dbs[db_name]
+        if since in (None, '0', 0):
+            return 0
+        if since == 'now':
+            return db['seq']
+        if self.version != '3':
+            try:
+                return int(json.loads(since))
+            except (TypeError, ValueError) as exc:
+                raise HTTPError(400, 'bad_request',
+                                "Invalid 'since' parameter") from exc
+        # Like fabric_view_changes: the leading "N-" is ignored, the opaque
+        # part must decode to positions of this database's shards.
+        opaque = since.split('-', 1)[1] if re.match(r'^\d+-', since) \
+            else since
+        if opaque not in db['token_seqs']:
+            raise HTTPError(400, 'bad_request', "Malformed sequence "
+                                                "supplied in 'since' "
+                                                "parameter.")
+        return db['token_seqs'][opaque]
+
+    def bump_seq(self, db_name):
+        db = self.dbs[db_name]
+        db['seq'] += 1
+        return db['seq']
+
+    def write_doc(self, db_name, doc_id, body, deleted=False):
+        """An interactive edit: a new revision after the current one."""
+        db = self.dbs[db_name]
+        info = db['history'].get(doc_id)
+        generation = _generation(info['rev']) + 1 if info else 1
+        rev = '%d-%s' % (generation, uuid.uuid4().hex)
+        self._store(db_name, doc_id, rev, body, deleted,
+                    ancestors=info['revs'] if info else [])
+        return rev
+
+    def _store(self, db_name, doc_id, rev, body, deleted, ancestors):
+        db = self.dbs[db_name]
+        info = db['history'].setdefault(doc_id, {'revs': []})
+        known = info['revs']
+        for seen in list(ancestors) + [rev]:
+            if seen not in known:
+                known.append(seen)
+        current = (None if not info.get('rev') else
+                   (not info['deleted'], _generation(info['rev']),
+                    info['rev']))
+        incoming = (not deleted, _generation(rev), rev)
+        if current is None or info['rev'] in ancestors or incoming > current:
+            info.update(rev=rev, deleted=deleted)
+            if deleted:
+                db['docs'].pop(doc_id, None)
+            else:
+                db['docs'][doc_id] = dict(_copy(body), _id=doc_id, _rev=rev)
+        info['seq'] = self.bump_seq(db_name)
+
     # -- authentication ---------------------------------------------------
 
     def authenticate(self, header):
@@ -224,6 +362,33 @@ def _check_member(ctx, security):
                     'You are not allowed to access this db.')
 
 
+def _check_db_admin(ctx, security):
+    if _is_admin(ctx) or _in_section(ctx, security.get('admins')):
+        return
+    raise HTTPError(403, 'forbidden', 'You are not a db or server admin.')
+
+
+def _doc_id(rest):
+    """The document a path below /{db} names, or None for an endpoint."""
+    if len(rest) == 2 and rest[0] == '_design':
+        return '_design/' + rest[1]
+    if len(rest) == 1 and (rest[0].startswith('_design/')
+                           or not rest[0].startswith('_')):
+        return rest[0]
+    return None
+
+
+def _redacted(endpoint):
+    """A replication endpoint as _scheduler/docs shows it."""
+    url = endpoint.get('url') if isinstance(endpoint, dict) else endpoint
+    parts = parse.urlsplit(url or '')
+    if parts.password is not None:
+        netloc = '%s:*****@%s' % (parts.username, parts.netloc.rpartition(
+            '@')[2])
+        url = parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
 class _Routes:
     """Request dispatch: one method per resource."""
 
@@ -255,6 +420,8 @@ class _Routes:
             return self.config(seg[1:])
         if self.fake.version == '1' and seg == ['_restart']:
             return self.restart()
+        if self.fake.version == '3' and head == '_scheduler':
+            return self.scheduler(seg[1:])
         if head.startswith('_') and head not in _SYSTEM_DBS:
             raise HTTPError(400, 'illegal_database_name',
                             'Name: %r' % head)
@@ -318,6 +485,48 @@ class _Routes:
             return 200, old
         raise HTTPError(405, 'method_not_allowed', self.method)
 
+    def scheduler(self, rest):
+        """GET /_scheduler/docs[/{replicator db}[/{docid}]] (3.x)."""
+        _require_admin(self.ctx)
+        if self.method != 'GET':
+            raise HTTPError(405, 'method_not_allowed', self.method)
+        if rest[:1] != ['docs'] or len(rest) > 3:
+            raise HTTPError(404, 'not_found', 'missing')
+        replicator = rest[1] if len(rest) > 1 else '_replicator'
+        if replicator not in self.fake.dbs:
+            raise HTTPError(404, 'not_found', 'Database does not exist.')
+        docs = self.fake.dbs[replicator]['docs']
+        ids = [i for i in sorted(docs) if not i.startswith('_design/')]
+        if len(rest) == 3:
+            if rest[2] not in ids:
+                raise HTTPError(404, 'not_found', 'unknown')
+            return 200, self._job(replicator, docs[rest[2]])
+        jobs = [self._job(replicator, docs[i]) for i in ids]
+        return 200, {'docs': jobs, 'offset': 0, 'total_rows': len(jobs)}
+
+    def _job(self, replicator, doc):
+        state, error, count = self.fake.job_states.get(
+            doc['_id'], ('running', None, 0))
+        now = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+        if state in _ERROR_STATES:
+            info = {'error': error or 'unknown error'}
+        elif state in ('running', 'completed'):
+            info = {'revisions_checked': 0, 'missing_revisions_found': 0,
+                    'docs_read': 0, 'docs_written': 0,
+                    'doc_write_failures': 0, 'changes_pending': 0}
+        else:
+            info = None
+        terminal = state in ('failed', 'completed')
+        return {'database': replicator, 'doc_id': doc['_id'],
+                'id': None if terminal else uuid.uuid5(
+                    uuid.NAMESPACE_URL, doc['_id']).hex + '+continuous',
+                'node': 'couchdb@127.0.0.1',
+                'source': _redacted(doc.get('source')),
+                'target': _redacted(doc.get('target')),
+                'source_proxy': None, 'target_proxy': None,
+                'state': state, 'info': info, 'error_count': count,
+                'start_time': now, 'last_updated': now}
+
     def database(self, name, rest):
         dbs = self.fake.dbs
         if not rest:
@@ -326,14 +535,25 @@ class _Routes:
             raise HTTPError(404, 'not_found', 'Database does not exist.')
         db = dbs[name]
         if rest == ['_security']:
-            return self.security(db)
+            return self.security(name, db)
+        doc_id = _doc_id(rest)
+        if name == '_users' and doc_id is not None \
+                and not doc_id.startswith('_design/'):
+            # Users reach their own document whatever _users' members.
+            return self.document(name, db, doc_id)
         _check_member(self.ctx, db['security'])
         if rest == ['_all_docs']:
             if name == '_users':
                 _require_admin(self.ctx)
             return self.all_docs(db)
-        if len(rest) == 1 and not rest[0].startswith('_design'):
-            return self.document(name, db, rest[0])
+        if rest == ['_changes']:
+            if name == '_users':
+                _require_admin(self.ctx)
+            return self.changes(name, db)
+        if rest == ['_revs_diff'] and self.method == 'POST':
+            return self.revs_diff(db)
+        if doc_id is not None:
+            return self.document(name, db, doc_id)
         raise HTTPError(404, 'not_found', 'missing')
 
     def database_itself(self, name):
@@ -341,9 +561,17 @@ class _Routes:
         if self.method in ('GET', 'HEAD'):
             if name not in dbs:
                 raise HTTPError(404, 'not_found', 'Database does not exist.')
-            _check_member(self.ctx, dbs[name]['security'])
+            db = dbs[name]
+            _check_member(self.ctx, db['security'])
+            deleted = sum(1 for info in db['history'].values()
+                          if info['deleted'])
             return 200, {'db_name': name,
-                         'doc_count': len(dbs[name]['docs'])}
+                         'doc_count': len(db['docs']),
+                         'doc_del_count': deleted,
+                         'update_seq': self.fake.seq_token(name, db['seq']),
+                         'purge_seq': (0 if self.fake.version == '1'
+                                       else self.fake.seq_token(name, 0)),
+                         'compact_running': False}
         _require_admin(self.ctx)
         if self.method == 'PUT':
             if name not in _SYSTEM_DBS and not _DB_NAME.match(name):
@@ -354,28 +582,29 @@ class _Routes:
                                 'The database could not be created, the '
                                 'file already exists.')
             security = _ADMIN_ONLY if self.fake.version == '3' else {}
-            dbs[name] = {'security': json.loads(json.dumps(security)),
-                         'docs': {}}
+            dbs[name] = _new_db(security)
             return 201, {'ok': True}
         if self.method == 'DELETE':
             if name not in dbs:
                 raise HTTPError(404, 'not_found', 'Database does not exist.')
             del dbs[name]
+            if name == '_replicator':
+                self.fake.job_states.clear()
             return 200, {'ok': True}
         raise HTTPError(405, 'method_not_allowed', self.method)
 
-    def security(self, db):
+    def security(self, name, db):
         if self.method == 'GET':
             _check_member(self.ctx, db['security'])
             return 200, db['security']
         if self.method == 'PUT':
-            if not (_is_admin(self.ctx)
-                    or _in_section(self.ctx, db['security'].get('admins'))):
-                raise HTTPError(403, 'forbidden',
-                                'You are not a db or server admin.')
+            _check_db_admin(self.ctx, db['security'])
             if not isinstance(self.body, dict):
                 raise HTTPError(400, 'bad_request', 'Invalid JSON')
             db['security'] = self.body
+            # couch_bt_engine:set_security (and 1.x's updater) count the
+            # change in update_seq; it has no row in _changes.
+            self.fake.bump_seq(name)
             return 200, {'ok': True}
         raise HTTPError(405, 'method_not_allowed', self.method)
 
@@ -396,6 +625,49 @@ class _Routes:
         return 200, {'total_rows': len(db['docs']), 'offset': 0,
                      'rows': rows}
 
+    def changes(self, name, db):
+        """GET /{db}/_changes: normal feed, since and limit."""
+        if self.method != 'GET':
+            raise HTTPError(405, 'method_not_allowed', self.method)
+        since = self.fake.parse_since(name, self.query.get('since'))
+        try:
+            limit = int(self.query.get('limit', '0')) or None
+        except ValueError as exc:
+            raise HTTPError(400, 'query_parse_error',
+                            'Invalid value for integer: limit') from exc
+        pending = sorted((info['seq'], doc_id)
+                         for doc_id, info in db['history'].items()
+                         if info['seq'] > since)
+        shown = pending[:limit] if limit else pending
+        results = []
+        for seq, doc_id in shown:
+            info = db['history'][doc_id]
+            row = {'seq': self.fake.seq_token(name, seq), 'id': doc_id,
+                   'changes': [{'rev': info['rev']}]}
+            if info['deleted']:
+                row['deleted'] = True
+            results.append(row)
+        last = shown[-1][0] if shown else since
+        body = {'results': results,
+                'last_seq': self.fake.seq_token(name, last)}
+        if self.fake.version == '3':
+            body['pending'] = len(pending) - len(shown)
+        return 200, body
+
+    def revs_diff(self, db):
+        """POST /{db}/_revs_diff: the revisions this database lacks."""
+        if not isinstance(self.body, dict) or not all(
+                isinstance(v, list) for v in self.body.values()):
+            raise HTTPError(400, 'bad_request',
+                            'Body must be {docid: [rev, ...]}')
+        missing = {}
+        for doc_id, revs in self.body.items():
+            known = (db['history'].get(doc_id) or {}).get('revs', [])
+            lacking = [rev for rev in revs if rev not in known]
+            if lacking:
+                missing[doc_id] = {'missing': lacking}
+        return 200, missing
+
     def document(self, db_name, db, doc_id):
         docs = db['docs']
         current = docs.get(doc_id)
@@ -403,25 +675,35 @@ class _Routes:
             self._check_users_access(doc_id)
         if self.method in ('GET', 'HEAD'):
             if current is None:
-                raise HTTPError(404, 'not_found', 'missing')
+                info = db['history'].get(doc_id)
+                raise HTTPError(404, 'not_found', 'deleted' if info
+                                else 'missing')
             return 200, current
+        if doc_id.startswith('_design/'):
+            _check_db_admin(self.ctx, db['security'])
         if self.method == 'PUT':
-            return self._put_document(db_name, docs, doc_id, current)
+            return self._put_document(db_name, db, doc_id, current)
         if self.method == 'DELETE':
             if current is None:
                 raise HTTPError(404, 'not_found', 'missing')
             if self.query.get('rev') != current['_rev']:
                 raise HTTPError(409, 'conflict', 'Document update conflict.')
-            del docs[doc_id]
-            return 200, {'ok': True, 'id': doc_id}
+            rev = self.fake.write_doc(db_name, doc_id, {}, deleted=True)
+            if db_name == '_replicator':
+                self.fake.job_states.pop(doc_id, None)
+            return 200, {'ok': True, 'id': doc_id, 'rev': rev}
         raise HTTPError(405, 'method_not_allowed', self.method)
 
     def _check_users_access(self, doc_id):
         own = 'org.couchdb.user:%s' % self.ctx['name']
-        if not _is_admin(self.ctx) and doc_id != own:
+        if _is_admin(self.ctx) or doc_id == own:
+            return
+        if self.method in ('GET', 'HEAD'):
             raise HTTPError(404, 'not_found', 'missing')
+        raise HTTPError(403, 'forbidden',
+                        'You may only update your own user document.')
 
-    def _put_document(self, db_name, docs, doc_id, current):
+    def _put_document(self, db_name, db, doc_id, current):
         doc = self.body
         if not isinstance(doc, dict):
             raise HTTPError(400, 'bad_request', 'Document must be a JSON '
@@ -431,15 +713,18 @@ class _Routes:
                 current is not None and rev != current['_rev']):
             raise HTTPError(409, 'conflict', 'Document update conflict.')
         if db_name == '_users':
-            doc = _validated_user_doc(doc_id, doc)
-        generation = int(current['_rev'].split('-')[0]) + 1 if current else 1
-        doc = dict(doc, _id=doc_id,
-                   _rev='%d-%s' % (generation, uuid.uuid4().hex))
-        docs[doc_id] = doc
-        return 201, {'ok': True, 'id': doc_id, 'rev': doc['_rev']}
+            doc = _validated_user_doc(doc_id, doc, current, self.ctx)
+        elif (db_name == '_replicator' and self.fake.version == '3'
+                and not doc_id.startswith('_design/')):
+            _validate_replication_doc(doc)
+        body = {k: v for k, v in doc.items() if k not in ('_id', '_rev')}
+        rev = self.fake.write_doc(db_name, doc_id, body)
+        if db_name == '_replicator':
+            self.fake.job_states.pop(doc_id, None)
+        return 201, {'ok': True, 'id': doc_id, 'rev': rev}
 
 
-def _validated_user_doc(doc_id, doc):
+def _validated_user_doc(doc_id, doc, old, ctx):
     """What CouchDB's _users validation and password hashing do."""
     name = doc.get('name')
     if doc_id != 'org.couchdb.user:%s' % name:
@@ -448,6 +733,21 @@ def _validated_user_doc(doc_id, doc):
     if doc.get('type') != 'user' or not isinstance(doc.get('roles'), list):
         raise HTTPError(403, 'forbidden', 'doc.type must be user and '
                                           'doc.roles an array')
+    if any(not isinstance(r, str) or r.startswith('_')
+           for r in doc['roles']):
+        raise HTTPError(403, 'forbidden', 'No system roles (starting with '
+                                          'underscore) in users db.')
+    if old is not None and old.get('name') != name:
+        raise HTTPError(403, 'forbidden', 'Usernames can not be changed.')
+    if not _is_admin(ctx):
+        if ctx['name'] != name:
+            raise HTTPError(403, 'forbidden',
+                            'You may only update your own user document.')
+        if old is None and doc['roles']:
+            raise HTTPError(403, 'forbidden', 'Only _admin may set roles')
+        if old is not None and sorted(old.get('roles') or []) != sorted(
+                doc['roles']):
+            raise HTTPError(403, 'forbidden', 'Only _admin may edit roles')
     doc = dict(doc)
     password = doc.pop('password', None)
     if password is not None:
@@ -455,6 +755,60 @@ def _validated_user_doc(doc_id, doc):
         doc.update(derived_key=key, salt=salt, iterations=iterations,
                    password_scheme='pbkdf2', pbkdf2_prf='sha256')
     return doc
+
+
+def _validate_endpoint(doc, field):
+    endpoint = doc.get(field)
+    if isinstance(endpoint, str) and endpoint:
+        return
+    if not isinstance(endpoint, dict) or not isinstance(
+            endpoint.get('url'), str):
+        raise HTTPError(403, 'forbidden', 'Replication `%s` must be a URL '
+                                          'or an object with a url' % field)
+    auth = endpoint.get('auth')
+    if auth is None:
+        return
+    basic = auth.get('basic') if isinstance(auth, dict) else None
+    if not isinstance(basic, dict) or not all(
+            isinstance(basic.get(k), str) for k in ('username', 'password')):
+        raise HTTPError(403, 'forbidden', 'Replication `%s` auth must be '
+                                          '{"basic": {"username", '
+                                          '"password"}}' % field)
+
+
+def _validate_replication_doc(doc):
+    """What CouchDB 3.x's replicator checks before it saves a document."""
+    if doc.get('_deleted'):
+        return
+    for field in ('source', 'target'):
+        _validate_endpoint(doc, field)
+    if 'continuous' in doc and not isinstance(doc['continuous'], bool):
+        raise HTTPError(403, 'forbidden', '`continuous` must be a boolean')
+
+
+def replicate(source, target, db_name, doc_ids=None, skip=()):
+    """Copy documents of ``db_name`` with their revisions, like a job.
+
+    ``doc_ids``: only these (default: every document, deleted ones too);
+    ``skip``: not these.  The target database must exist.
+    """
+    with source.lock:
+        history = _copy(source.dbs[db_name]['history'])
+        docs = _copy(source.dbs[db_name]['docs'])
+    wanted = sorted(set(history if doc_ids is None else doc_ids)
+                    - set(skip))
+    with target.lock:
+        for doc_id in wanted:
+            info = history[doc_id]
+            known = (target.dbs[db_name]['history'].get(doc_id) or {}).get(
+                'revs', [])
+            if info['rev'] in known:
+                continue
+            body = {k: v for k, v in docs.get(doc_id, {}).items()
+                    if k not in ('_id', '_rev')}
+            target._store(db_name, doc_id, info['rev'], body,
+                          info['deleted'], ancestors=info['revs'])
+    return wanted
 
 
 def _handler_for(fake):

@@ -6,8 +6,6 @@ real CouchDB by systemd; everything else is real: HTTP, files, modes.
 
 import json
 import os
-import socket
-import stat
 
 import pytest
 
@@ -66,16 +64,6 @@ def admin(app):
     return couch_admin.CouchDBAdmin(app)
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def _mode(path):
-    return stat.S_IMODE(os.stat(path).st_mode)
-
-
 def _as(app, name, password):
     return app.client.with_credentials(name, password)
 
@@ -90,7 +78,7 @@ def test_secure_creates_os_admin_through_local_d_and_a_restart(
     user, password = app.credentials.load()
     assert user == 'os_admin' and len(password) == 36
     assert ini.read_text() == '[admins]\nos_admin = %s\n' % password
-    assert _mode(ini) == 0o600
+    assert fake.file_mode(ini) == 0o600
     assert (manager.stops, manager.starts) == (1, 1)
     assert app.client.session_info()['userCtx'] == {
         'name': 'os_admin', 'roles': ['_admin']}
@@ -106,7 +94,7 @@ def test_secure_is_idempotent(app, manager):
 
 
 def test_secure_starts_a_3x_that_refused_to_start_without_admin(conf, etc):
-    server = fake.FakeCouchDB('3', port=_free_port())
+    server = fake.FakeCouchDB('3', port=fake.free_port())
     assert server.start() is False                  # no admin: no start
     conf.config(group='couchdb', port=server.port, config_dir=str(etc),
                 http_timeout=5.0)
@@ -128,8 +116,8 @@ def test_credentials_file_is_0600_in_a_0700_dir(app, conf):
     app.secure()
     path = app.credentials.path
     assert os.path.dirname(path) == cfg.CONF.guest_state_dir
-    assert _mode(path) == 0o600
-    assert _mode(os.path.dirname(path)) == 0o700
+    assert fake.file_mode(path) == 0o600
+    assert fake.file_mode(os.path.dirname(path)) == 0o700
     assert json.load(open(path))['user'] == 'os_admin'
     assert [n for n in os.listdir(os.path.dirname(path))
             if n.endswith('.tmp')] == []
@@ -238,7 +226,7 @@ def test_write_config_contents(app, etc):
     app.write_config_contents('[couchdb]\nmax_dbs_open = 500\n')
     path = etc / 'local.d' / service.CONFIG_INI_FILE
     assert path.read_text() == '[couchdb]\nmax_dbs_open = 500\n'
-    assert _mode(path) == 0o640
+    assert fake.file_mode(path) == 0o640
     app.write_config_contents('[log]\nlevel = info\n')
     assert path.read_text() == '[log]\nlevel = info\n'
     assert sorted(os.listdir(etc / 'local.d')) == [
@@ -254,7 +242,7 @@ def test_config_api_changes_land_in_a_file_the_agent_never_rewrites(
     assert files[-1] == service.RUNTIME_INI_FILE
     assert service.ADMIN_INI_FILE in files
     runtime = etc / 'local.d' / service.RUNTIME_INI_FILE
-    assert _mode(runtime) == 0o640
+    assert fake.file_mode(runtime) == 0o640
     before = runtime.read_text()
     app.write_config_contents('[log]\nlevel = debug\n')
     assert runtime.read_text() == before

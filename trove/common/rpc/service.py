@@ -1,4 +1,5 @@
-"""The agent's service: the RPC server on its topic and the heartbeat."""
+"""The agent's service: the RPC server on its topic, the heartbeat and the
+manager's periodic tasks (replication upkeep)."""
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -22,6 +23,7 @@ class GuestService(service.Service):
         self.key = key
         self.server = None
         self.heartbeat = None
+        self.tasks = []
 
     def start(self):
         super().start()
@@ -37,8 +39,14 @@ class GuestService(service.Service):
             self.manager.status.heartbeat)
         self.heartbeat.start(interval=CONF.report_interval,
                              initial_delay=0)
+        for task, interval in self.manager.periodic_tasks():
+            looping = loopingcall.FixedIntervalLoopingCall(task)
+            looping.start(interval=interval, initial_delay=interval)
+            self.tasks.append(looping)
 
     def stop(self, graceful=False):
+        for looping in self.tasks:
+            looping.stop()
         if self.heartbeat is not None:
             self.heartbeat.stop()
         if self.server is not None:
@@ -48,6 +56,8 @@ class GuestService(service.Service):
         super().stop(graceful)
 
     def wait(self):
+        for looping in self.tasks:
+            looping.wait()
         if self.heartbeat is not None:
             self.heartbeat.wait()
         super().wait()

@@ -92,6 +92,11 @@ class Manager:
     def _admin_context():
         return trove_context.TroveContext(is_admin=True)
 
+    def periodic_tasks(self):
+        """[(callable, interval in seconds)] the agent runs in the
+        background; each callable must not raise."""
+        return []
+
     def on_agent_start(self):
         """Called once when the agent process starts serving."""
         if CONF.backup_use_openssl_encryption and (

@@ -228,8 +228,8 @@ class CouchDBAdmin:
         prefix = system.USER_DOC_PREFIX
         rows = self.client.all_docs(system.USERS_DB, startkey=prefix,
                                     endkey=prefix + '\ufff0')['rows']
-        hidden = set(CONF.couchdb.ignore_users) | {system.ADMIN_USER,
-                                                   system.ROOT_USER}
+        hidden = set(CONF.couchdb.ignore_users) | {
+            system.ADMIN_USER, system.ROOT_USER, system.REPLICATION_USER}
         found = (row['id'][len(prefix):] for row in rows)
         return [name for name in found if name not in hidden]
 

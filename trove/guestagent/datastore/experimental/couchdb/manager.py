@@ -11,6 +11,7 @@ from oslo_log import log as logging
 
 from trove.common.db import models
 from trove.common import exception
+from trove.common.instance import ServiceStatus
 from trove.conductor import api as conductor_api
 from trove.guestagent.datastore.experimental.couchdb import admin
 from trove.guestagent.datastore.experimental.couchdb import names
@@ -34,6 +35,7 @@ class Manager(manager.Manager):
     def __init__(self):
         self._app = None
         self._admin = None
+        self._replication = None
         super().__init__()
 
     @property
@@ -48,15 +50,39 @@ class Manager(manager.Manager):
             self._admin = admin.CouchDBAdmin(self.app)
         return self._admin
 
+    @property
+    def replication(self):
+        if self._replication is None:
+            strategy = strategies.load(
+                'replication', CONF.couchdb.replication_strategy,
+                CONF.couchdb.replication_namespace)
+            self._replication = strategy(self.app)
+        return self._replication
+
     def get_actual_status(self):
-        return self.app.get_actual_status()
+        status = self.app.get_actual_status()
+        if status is ServiceStatus.RUNNING and self.replication.problems():
+            return ServiceStatus.BLOCKED
+        return status
+
+    def periodic_tasks(self):
+        return [(self._replication_upkeep,
+                 CONF.couchdb.replication_sync_interval)]
+
+    def _replication_upkeep(self):
+        if not self.status.prepare_completed:
+            return
+        try:
+            self.replication.periodic()
+        except Exception:
+            LOG.exception("The replication upkeep failed")
 
     # Prepare.
     def do_prepare(self, context, packages, databases, memory_mb, users,
                    device_path, mount_point, backup_info, config_contents,
                    root_password, overrides, cluster_config, snapshot,
                    ds_version):
-        self._refuse_unsupported(overrides, cluster_config, snapshot)
+        self._refuse_unsupported(overrides, cluster_config)
         db_names, user_list = self._checked(databases, users)
         mount_point = self._mount_point(mount_point)
         self.app.install_if_needed(packages or [])
@@ -74,12 +100,13 @@ class Manager(manager.Manager):
         if user_list:
             self.admin.create_user(user_list)
         self._prepare_root(context, root_password)
+        if snapshot:
+            self.attach_replica(context, snapshot, snapshot.get('config'))
 
-    def _refuse_unsupported(self, overrides, cluster_config, snapshot):
+    def _refuse_unsupported(self, overrides, cluster_config):
         for given, what in ((overrides, 'prepare with configuration '
                                         'overrides'),
-                            (cluster_config, 'prepare as a cluster member'),
-                            (snapshot, 'prepare as a replica')):
+                            (cluster_config, 'prepare as a cluster member')):
             if given:
                 raise exception.DatastoreOperationNotSupported(
                     operation=what, datastore=self.manager_name)
@@ -217,3 +244,63 @@ class Manager(manager.Manager):
 
     def get_root_password(self, context):
         return self.admin.get_root_password()
+
+    # Replication.
+    def get_replication_snapshot(self, context, snapshot_info=None,
+                                 replica_source_config=None):
+        self.app.write_config_contents(replica_source_config,
+                                       service.REPLICATION_INI_FILE)
+        snapshot = self.replication.snapshot_for_replication(snapshot_info)
+        stats = self.get_filesystem_stats(context)
+        snapshot['dataset'].update({
+            'datastore_manager': self.manager_name,
+            'dataset_size': stats.get('used', 0.0),
+            'volume_size': stats.get('total', 0.0)})
+        return snapshot
+
+    def attach_replica(self, context, replica_info, slave_config=None,
+                       restart=False):
+        self.replication.attach(replica_info)
+        changed = self.app.write_config_contents(
+            slave_config, service.REPLICATION_INI_FILE)
+        if changed and restart:
+            self.app.restart()
+
+    @reported_cast
+    def attach_replication_slave(self, context, snapshot, slave_config=None):
+        self.attach_replica(context, snapshot, slave_config)
+
+    def detach_replica(self, context, for_failover=False):
+        return self.replication.detach(for_failover=for_failover)
+
+    def get_replica_context(self, context):
+        return self.replication.get_replica_context()
+
+    def make_read_only(self, context, read_only):
+        self.replication.make_read_only(read_only)
+
+    def enable_as_master(self, context, replica_source_config):
+        self.replication.enable_as_master()
+        self.app.write_config_contents(replica_source_config,
+                                       service.REPLICATION_INI_FILE)
+
+    def demote_replication_master(self, context):
+        self.replication.demote_master()
+
+    def get_latest_txn_id(self, context):
+        return self.replication.latest_txn()
+
+    def get_last_txn(self, context):
+        return self.replication.last_txn()
+
+    def wait_for_txn(self, context, txn):
+        self.replication.wait_for_txn(txn)
+
+    def get_txn_count(self, context):
+        return self.replication.txn_count()
+
+    def cleanup_source_on_replica_detach(self, context, replica_info):
+        self.replication.cleanup_source_on_replica_detach(replica_info)
+
+    def backup_required_for_replication(self, context):
+        return self.replication.backup_required_for_replication()

@@ -43,8 +43,8 @@ def check_user_name(name):
     if not isinstance(name, str) or not name:
         raise exception.InvalidName(kind='user', name=name,
                                     reason='the name is empty')
-    if name in CONF.couchdb.ignore_users or name in (system.ADMIN_USER,
-                                                      system.ROOT_USER):
+    if name in CONF.couchdb.ignore_users or name in (
+            system.ADMIN_USER, system.ROOT_USER, system.REPLICATION_USER):
         raise exception.ReservedName(kind='user', name=name)
     if len(name) > system.MAX_USER_NAME_LENGTH:
         raise exception.InvalidName(

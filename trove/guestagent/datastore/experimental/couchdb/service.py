@@ -34,6 +34,8 @@ Health = couch.Health
 STOP_MARKER_FILE = 'couchdb-stopped-by-agent'
 ADMIN_INI_FILE = '10-trove-admin.ini'
 CONFIG_INI_FILE = '10-trove.ini'
+# Trove's replica.config.template / replica_source.config.template.
+REPLICATION_INI_FILE = '20-trove-replication.ini'
 # CouchDB persists changes made through its config API (admins, bind
 # address) into the last ini file of its chain; this one sorts after the
 # agent's other files, so rewriting 10-trove.ini never loses them.
@@ -68,8 +70,10 @@ def _state_dir():
     return path
 
 
-class AdminCredentials:
-    """The internal admin's (and root's) passwords in a 0600 JSON file."""
+class StateFile:
+    """A JSON object the agent keeps in a 0600 file of guest_state_dir."""
+
+    file_name = None
 
     def __init__(self, path=None):
         self._path = path
@@ -77,29 +81,9 @@ class AdminCredentials:
     @property
     def path(self):
         return self._path or os.path.join(CONF.guest_state_dir,
-                                          system.ADMIN_CREDENTIALS_FILE)
+                                          self.file_name)
 
-    def load(self):
-        """(user, password) of the internal admin, or None."""
-        data = self._read()
-        if not data.get('password'):
-            return None
-        return data.get('user') or system.ADMIN_USER, data['password']
-
-    def save(self, password):
-        self._update(user=system.ADMIN_USER, password=password)
-
-    def root_password(self):
-        return self._read().get('root_password')
-
-    def save_root_password(self, password):
-        self._update(root_password=password)
-
-    def clear_root_password(self):
-        if self.root_password() is not None:
-            self._update(root_password=None)
-
-    def _read(self):
+    def read(self):
         try:
             with open(self.path, encoding='utf-8') as stream:
                 data = json.load(stream)
@@ -110,14 +94,41 @@ class AdminCredentials:
                 reason='%s is not valid JSON: %s' % (self.path, exc)) from exc
         return data if isinstance(data, dict) else {}
 
-    def _update(self, **changes):
-        data = self._read()
+    def update(self, **changes):
+        """Set keys (None removes one) and write the file atomically."""
+        data = self.read()
         data.update(changes)
         data = {k: v for k, v in data.items() if v is not None}
         if self._path is None:
             _state_dir()
         files.write_atomically(self.path, json.dumps(data).encode('utf-8'),
                                0o600)
+
+
+class AdminCredentials(StateFile):
+    """The internal admin's (and root's) passwords."""
+
+    file_name = system.ADMIN_CREDENTIALS_FILE
+
+    def load(self):
+        """(user, password) of the internal admin, or None."""
+        data = self.read()
+        if not data.get('password'):
+            return None
+        return data.get('user') or system.ADMIN_USER, data['password']
+
+    def save(self, password):
+        self.update(user=system.ADMIN_USER, password=password)
+
+    def root_password(self):
+        return self.read().get('root_password')
+
+    def save_root_password(self, password):
+        self.update(root_password=password)
+
+    def clear_root_password(self):
+        if self.root_password() is not None:
+            self.update(root_password=None)
 
 
 class CouchDBApp:
@@ -285,14 +296,24 @@ class CouchDBApp:
                 b'here by CouchDB.\n', 0o640, couchdb_owner())
         return path
 
-    def write_config_contents(self, config_contents):
-        """Write Trove's rendered configuration to local.d/10-trove.ini."""
+    def write_config_contents(self, config_contents, name=CONFIG_INI_FILE):
+        """Write Trove's rendered configuration to local.d/<name>.
+
+        Returns whether the file changed.
+        """
         if not config_contents:
-            return
-        path = os.path.join(self._local_d(), CONFIG_INI_FILE)
-        files.write_atomically(path, config_contents.encode('utf-8'), 0o640,
-                         couchdb_owner())
+            return False
+        path = os.path.join(self._local_d(), name)
+        data = config_contents.encode('utf-8')
+        try:
+            with open(path, 'rb') as stream:
+                if stream.read() == data:
+                    return False
+        except FileNotFoundError:
+            pass
+        files.write_atomically(path, data, 0o640, couchdb_owner())
         LOG.info("Wrote the CouchDB configuration to %s", path)
+        return True
 
     def _write_admin_ini(self, password):
         path = os.path.join(self._local_d(), ADMIN_INI_FILE)

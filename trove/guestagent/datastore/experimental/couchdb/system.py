@@ -18,3 +18,14 @@ MAX_DB_NAME_LENGTH = 238
 MAX_USER_NAME_LENGTH = 64
 
 ADMIN_CREDENTIALS_FILE = 'couchdb-os_admin.json'
+
+# Replication: the user a master hands to its replicas, the role that
+# marks it, the design document guarding every replicated database, the
+# _security field that makes a database read-only, the agent's state file.
+REPLICATION_STRATEGY = 'CouchDBReplication'
+REPLICATION_USER = 'os_replicator'
+REPLICATION_ROLE = 'trove_replicator'
+GUARD_DDOC_ID = '_design/trove_replication'
+READ_ONLY_FIELD = 'trove_read_only'
+REPLICATOR_DOC_PREFIX = 'trove-'
+REPLICATION_STATE_FILE = 'couchdb-replication.json'

@@ -1,0 +1,277 @@
+"""Read replicas, driven as Trove's taskmanager drives replication.
+
+Each guest is a real agent managing its own pouchdb-server, reached only
+through ``trove/guestagent/api.py`` over RabbitMQ.  The flows follow Trove
+26's taskmanager (``trove/taskmanager/{manager,models}.py``): a replica is
+prepared with the source's ``get_replication_snapshot``; promote and eject
+call the same guest methods in the same order as Trove does.
+"""
+
+import json
+import time
+
+import pytest
+import requests
+
+from integration.services import base
+
+MASTER_USERS = [{'_name': 'alice', '_password': 'alice-pw', '_host': '%',
+                 '_databases': [{'_name': 'shop'}]}]
+
+
+def _db(name):
+    return {'_name': name, '_collate': None, '_character_set': None}
+
+
+def _wait(predicate, timeout, what, interval=0.05):
+    """Poll ``predicate`` until it is true; the seconds it took."""
+    start = time.monotonic()
+    deadline = start + base.scaled(timeout)
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() > deadline:
+            raise AssertionError('%s: not within %s s' % (what, timeout))
+        time.sleep(interval)
+
+
+def _admin(guest):
+    """An os_admin session on a guest's CouchDB (the agent's credentials)."""
+    creds = json.loads((guest.agent.state_dir /
+                        'couchdb-os_admin.json').read_text())
+    session = requests.Session()
+    session.auth = (creds['user'], creds['password'])
+    return session
+
+
+def _doc_count(guest, db):
+    answer = _admin(guest).get(guest.url(db), timeout=10)
+    return answer.json().get('doc_count', 0) if answer.ok else None
+
+
+def _has_doc(guest, db, doc_id):
+    return _admin(guest).get(guest.url(db, doc_id), timeout=10).ok
+
+
+def _create_replica(master, replica):
+    """Trove's create-replica: the source's snapshot, then prepare."""
+    snapshot = master.api.get_replication_snapshot(
+        snapshot_info={'id': None, 'instance_id': master.id,
+                       'name': 'Replication snapshot', 'backup_info': {}},
+        replica_source_config=None)
+    snapshot['config'] = ''
+    message = replica.prepare_and_wait(snapshot=snapshot)
+    assert message.kwargs['payload']['service_status'] == 'running', (
+        replica.agent.log_text()[-3000:])
+
+
+def _attach(replica, master, restart=False):
+    """Trove's Instance.attach_replica."""
+    replica.api.attach_replica(master.api.get_replica_context(), '',
+                               restart=restart)
+
+
+def _promote(candidate, old_master, replicas):
+    """Trove 26's promote_to_replica_source, guest calls in its order."""
+    old_master.api.make_read_only(True)
+    txn = old_master.api.get_latest_txn_id()
+    candidate.api.wait_for_txn(txn)
+    _take_over(candidate, replicas, restart=True)
+    _attach(old_master, candidate)
+    old_master.api.demote_replication_master()
+
+
+def _take_over(candidate, replicas, restart=False):
+    """The candidate becomes the source; the other replicas follow it."""
+    candidate.api.detach_replica(for_failover=True)
+    candidate.api.enable_as_master(None)
+    candidate.api.make_read_only(False)
+    for replica in replicas:
+        if replica is not candidate:
+            replica.api.detach_replica(for_failover=True)
+            _attach(replica, candidate, restart=restart)
+
+
+def _eject(old_master_id, replicas):
+    """Trove 26's eject_replica_source: the most current replica wins."""
+    last = [[r] + r.api.get_last_txn() for r in replicas]
+    assert len({m for _r, m, _t in last if m}) == 1, last
+    assert {m for _r, m, _t in last} == {old_master_id}
+    candidate = sorted(last, key=lambda x: x[2], reverse=True)[0][0]
+    _take_over(candidate, replicas)
+    return candidate
+
+
+@pytest.fixture
+def master(guest_factory):
+    guest = guest_factory('master', options={
+        'couchdb': {'replication_sync_interval': '0.5'}})
+    message = guest.prepare_and_wait(databases=[_db('shop')],
+                                     users=MASTER_USERS,
+                                     root_password='root-pw')
+    assert message.kwargs['payload']['service_status'] == 'running'
+    docs = [{'_id': 'doc-%04d' % i, 'n': i, 'text': 'x' * (i % 40)}
+            for i in range(1000)]
+    answer = guest.session('alice', 'alice-pw').post(
+        guest.url('shop', '_bulk_docs'), json={'docs': docs}, timeout=60)
+    assert answer.status_code == 201, answer.text
+    return guest
+
+
+@pytest.fixture
+def make_replica(guest_factory):
+    def make(name):
+        return guest_factory(name, options={
+            'couchdb': {'replication_sync_interval': '0.5'}})
+    return make
+
+
+def test_replica_follows_its_source(master, make_replica):
+    replica = make_replica('replica')
+    _create_replica(master, replica)
+
+    # Every document arrives, and the tenant's user logs in on the replica.
+    _wait(lambda: _doc_count(replica, 'shop') == _doc_count(master, 'shop'),
+          60, 'the 1,000 documents on the replica')
+    alice = replica.session('alice', 'alice-pw')
+    assert alice.get(replica.url('shop', 'doc-0999'), timeout=10).ok
+
+    # A write on the source shows on the replica within 5 seconds.
+    writer = master.session('alice', 'alice-pw')
+    assert writer.put(master.url('shop', 'late'), json={'v': 1},
+                      timeout=10).status_code == 201
+    _wait(lambda: _has_doc(replica, 'shop', 'late'), 5,
+          'a new document on the replica')
+
+    # Writes on the replica are refused, for its users and its admins.
+    refused = alice.put(replica.url('shop', 'local'), json={'v': 1},
+                        timeout=10)
+    assert refused.status_code == 403, refused.text
+    assert 'read-only' in refused.json()['reason']
+
+    # Databases created and deleted on the source follow.
+    master.api.create_database([_db('orders')])    # a cast: wait for it
+    _wait(lambda: writer.put(master.url('orders', 'o1'), json={'v': 1},
+                             timeout=10).status_code == 201, 30,
+          'the new database on the source')
+    _wait(lambda: _has_doc(replica, 'orders', 'o1'), 30,
+          'a new database on the replica')
+    # pouchdb-server re-creates a database on any write to it, the
+    # replication job's checkpoint included (CouchDB answers 404): let the
+    # job write its checkpoint before the database goes.
+    time.sleep(1)
+    master.api.delete_database(_db('orders'))
+    _wait(lambda: _doc_count(replica, 'orders') is None, 30,
+          'a deleted database gone from the replica')
+    assert [d['_name'] for d in replica.api.list_databases()[0]] == ['shop']
+
+    # The source's _security follows: a grant on the source shows.
+    master.api.create_user([{'_name': 'bob', '_password': 'bob-pw',
+                             '_host': '%', '_databases': []}])
+    _wait(lambda: master.api.get_user('bob', '%') is not None, 30,
+          'the new user on the source')         # create_user is a cast
+    master.api.grant_access('bob', '%', [_db('shop')])
+    _wait(lambda: replica.session('bob', 'bob-pw').get(
+        replica.url('shop', 'doc-0001'), timeout=10).ok, 30,
+        'a new user and its grant on the replica')
+
+    # The transaction-id calls say how far the replica has got.
+    txn = master.api.get_latest_txn_id()
+    replica.api.wait_for_txn(txn)
+    source_id, replicated = replica.api.get_last_txn()
+    assert source_id == master.id
+    assert replicated >= txn['shop']
+
+    # Restart the replica's CouchDB: replication resumes.
+    replica.api.restart()
+    writer.put(master.url('shop', 'after-restart'), json={'v': 1},
+               timeout=10)
+    _wait(lambda: _has_doc(replica, 'shop', 'after-restart'), 30,
+          'a write after the replica restarted')
+
+    # Detach: the replica keeps its data and becomes writable.
+    info = replica.api.detach_replica()
+    assert info['replica_id'] == replica.id
+    master.api.cleanup_source_on_replica_detach(info)
+    assert alice.put(replica.url('shop', 'mine'), json={'v': 1},
+                     timeout=10).status_code == 201
+    writer.put(master.url('shop', 'after-detach'), json={'v': 1},
+               timeout=10)
+    time.sleep(2)
+    assert not _has_doc(replica, 'shop', 'after-detach')
+
+
+def test_attach_refuses_bad_input_and_changes_nothing(master, make_replica):
+    replica = make_replica('replica')
+    assert replica.prepare_and_wait().kwargs['payload'][
+        'service_status'] == 'running'
+    context = master.api.get_replica_context()
+
+    wrong = dict(context, master=dict(context['master'], password='wrong'))
+    gone = dict(context, master=dict(context['master'],
+                                     url='http://127.0.0.1:%d' %
+                                     base.free_port()))
+    other = dict(context, replication_strategy='MysqlGTIDReplication')
+    for bad, words in ((wrong, 'refuses the replication credentials'),
+                       (gone, 'cannot be reached'),
+                       (other, 'MysqlGTIDReplication')):
+        with pytest.raises(Exception) as raised:
+            replica.api.attach_replica(bad, '')
+        assert words in str(raised.value)
+    assert replica.api.list_databases()[0] == []
+    jobs = _admin(replica).get(replica.url('_replicator', '_all_docs'),
+                               timeout=10).json()['rows']
+    assert [r['id'] for r in jobs if r['id'].startswith('trove-')] == []
+    assert replica.api.get_last_txn() == [None, 0]
+
+
+def test_a_failing_job_shows_in_the_heartbeat(master, make_replica):
+    replica = make_replica('replica')
+    _create_replica(master, replica)
+    _wait(lambda: _doc_count(replica, 'shop') == 1001, 60,
+          'the documents on the replica')
+    # Someone changes the replication account's password on the source.
+    admin = _admin(master)
+    url = master.url('_users', 'org.couchdb.user:os_replicator')
+    doc = admin.get(url, timeout=10).json()
+    for field in ('derived_key', 'salt', 'iterations', 'password_scheme'):
+        doc.pop(field, None)
+    doc['password'] = 'changed-behind-its-back'
+    assert admin.put(url, json=doc, timeout=10).ok
+    replica.conductor.wait_for_status(replica.id, 'blocked', timeout=30)
+    assert 'Replication problem' in replica.agent.log_text()
+
+
+def test_promote_and_eject_with_three_instances(master, make_replica):
+    first = make_replica('first')
+    second = make_replica('second')
+    _create_replica(master, first)
+    _create_replica(master, second)
+    for replica in (first, second):
+        _wait(lambda r=replica: _doc_count(r, 'shop') == 1001, 60,
+              'the documents on %s' % replica.agent.workdir.name)
+
+    # Promote the first replica: it takes writes, the others follow it.
+    _promote(first, master, [first, second])
+    writer = first.session('alice', 'alice-pw')
+    answer = writer.put(first.url('shop', 'promoted'), json={'v': 1},
+                        timeout=10)
+    assert answer.status_code == 201, answer.text
+    for follower in (master, second):
+        _wait(lambda f=follower: _has_doc(f, 'shop', 'promoted'), 30,
+              'the new source\'s write on %s' % follower.agent.workdir.name)
+    refused = master.session('alice', 'alice-pw').put(
+        master.url('shop', 'old'), json={'v': 1}, timeout=10)
+    assert refused.status_code == 403, refused.text
+
+    # The new source dies: eject it; the most current replica takes over.
+    first.agent.stop()
+    first.couchdb.stop()
+    new_source = _eject(first.id, [master, second])
+    other = second if new_source is master else master
+    writer = new_source.session('alice', 'alice-pw')
+    answer = writer.put(new_source.url('shop', 'ejected'), json={'v': 1},
+                        timeout=10)
+    assert answer.status_code == 201, answer.text
+    _wait(lambda: _has_doc(other, 'shop', 'ejected'), 30,
+          'a write after the eject on the remaining replica')
