@@ -4,9 +4,9 @@ Starts RabbitMQ, a single-node Swift and a CouchDB-compatible server
 (pouchdb-server) on loopback, starts the real agent process
 (``trove-guestagent``), then plays Trove's control plane: prepare, create a
 database and a user, write documents as that user, show the heartbeats the
-conductor receives, back the instance up to Swift and restore the backup as a
-second instance.  Everything it started is stopped at the end, whatever
-happens.
+conductor receives, back the instance up to Swift, restore the backup as a
+second instance, and attach that second instance as a read replica of the
+first.  Everything it started is stopped at the end, whatever happens.
 
 Run it with ``tools/demo`` (which installs what is missing first).
 """
@@ -200,6 +200,32 @@ def restore(guest, backup_info, alice_password):
          listing['total_rows'], [row['id'] for row in listing['rows']])
 
 
+def replicate(source, replica, alice_password):
+    say("Control plane: attach instance %s as a read replica of %s",
+        replica.id, source.id)
+    replica.api.attach_replica(source.api.get_replica_context(), '')
+    writer = source.session('alice', alice_password)
+    reader = replica.session('alice', alice_password)
+    answer = writer.put(source.url('inventory', 'item-new'),
+                        json={'name': 'written on the source', 'qty': 1},
+                        timeout=10)
+    answer.raise_for_status()
+    start = time.monotonic()
+    _until(lambda: reader.get(replica.url('inventory', 'item-new'),
+                              timeout=10).ok)
+    show("alice wrote 'item-new' on the source; on the replica %.2f s "
+         "later", time.monotonic() - start)
+    refused = reader.put(replica.url('inventory', 'item-local'),
+                         json={'qty': 1}, timeout=10)
+    show("alice writing on the replica: HTTP %s, %s", refused.status_code,
+         refused.json().get('reason'))
+    txn = source.api.get_latest_txn_id()
+    replica.api.wait_for_txn(txn)
+    source_id, replicated = replica.api.get_last_txn()
+    show("source update_seq per database %s; the replica has verified %d "
+         "changes from %s", txn, replicated, source_id)
+
+
 def _until(predicate, timeout=20):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -228,6 +254,7 @@ def main():
             second = start_guest(stack, workdir, broker, listener, swift,
                                  'second')
             restore(second, backup_info, alice_password)
+            replicate(guest, second, alice_password)
             say("Stopping everything the demo started")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
