@@ -3,6 +3,7 @@
 import configparser
 import pathlib
 
+import jinja2
 import pytest
 
 TEMPLATES = pathlib.Path(__file__).parents[2] / 'trove' / 'templates'
@@ -23,3 +24,13 @@ def test_replica_template_tunes_the_replicator():
         (TEMPLATES / 'couchdb' / 'replica.config.template').read_text())
     assert int(parser['replicator']['worker_processes']) >= 1
     assert int(parser['replicator']['checkpoint_interval']) > 0
+
+
+def test_config_template_renders_for_a_flavor():
+    text = jinja2.Template(
+        (TEMPLATES / 'couchdb' / 'config.template').read_text()).render(
+            flavor={'ram': 4096, 'vcpus': 2})
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(text)
+    assert parser['couchdb']['max_dbs_open'] == '612'
+    assert parser['log']['level'] == 'info'

@@ -14,6 +14,7 @@ from trove.common import exception
 from trove.common.instance import ServiceStatus
 from trove.conductor import api as conductor_api
 from trove.guestagent.datastore.experimental.couchdb import admin
+from trove.guestagent.datastore.experimental.couchdb import configuration
 from trove.guestagent.datastore.experimental.couchdb import names
 from trove.guestagent.datastore.experimental.couchdb import service
 from trove.guestagent.datastore.experimental.couchdb import system
@@ -36,6 +37,7 @@ class Manager(manager.Manager):
         self._app = None
         self._admin = None
         self._replication = None
+        self._overrides = None
         super().__init__()
 
     @property
@@ -51,6 +53,12 @@ class Manager(manager.Manager):
         return self._admin
 
     @property
+    def overrides(self):
+        if self._overrides is None:
+            self._overrides = configuration.Overrides(self.app)
+        return self._overrides
+
+    @property
     def replication(self):
         if self._replication is None:
             strategy = strategies.load(
@@ -61,8 +69,12 @@ class Manager(manager.Manager):
 
     def get_actual_status(self):
         status = self.app.get_actual_status()
-        if status is ServiceStatus.RUNNING and self.replication.problems():
+        if status is not ServiceStatus.RUNNING:
+            return status
+        if self.replication.problems():
             return ServiceStatus.BLOCKED
+        if self.overrides.restart_pending:
+            return ServiceStatus.RESTART_REQUIRED
         return status
 
     def periodic_tasks(self):
@@ -82,8 +94,9 @@ class Manager(manager.Manager):
                    device_path, mount_point, backup_info, config_contents,
                    root_password, overrides, cluster_config, snapshot,
                    ds_version):
-        self._refuse_unsupported(overrides, cluster_config)
+        self._refuse_unsupported(cluster_config)
         db_names, user_list = self._checked(databases, users)
+        self.overrides.check(overrides or {})
         mount_point = self._mount_point(mount_point)
         self.app.install_if_needed(packages or [])
         if device_path and CONF.couchdb.volume_support:
@@ -100,16 +113,21 @@ class Manager(manager.Manager):
         if user_list:
             self.admin.create_user(user_list)
         self._prepare_root(context, root_password)
+        if overrides:
+            self._apply_overrides_on_prepare(overrides)
         if snapshot:
             self.attach_replica(context, snapshot, snapshot.get('config'))
 
-    def _refuse_unsupported(self, overrides, cluster_config):
-        for given, what in ((overrides, 'prepare with configuration '
-                                        'overrides'),
-                            (cluster_config, 'prepare as a cluster member')):
-            if given:
-                raise exception.DatastoreOperationNotSupported(
-                    operation=what, datastore=self.manager_name)
+    def _refuse_unsupported(self, cluster_config):
+        if cluster_config:
+            raise exception.DatastoreOperationNotSupported(
+                operation='prepare as a cluster member',
+                datastore=self.manager_name)
+
+    def _apply_overrides_on_prepare(self, overrides):
+        self.overrides.update(overrides)
+        if self.overrides.apply(overrides):
+            self.restart(None)
 
     @staticmethod
     def _checked(databases, users):
@@ -153,6 +171,7 @@ class Manager(manager.Manager):
     # Lifecycle.
     def restart(self, context):
         self.app.restart()
+        self.overrides.restarted()
 
     def stop_db(self, context, do_not_start_on_reboot=False):
         self.app.stop_db(do_not_start_on_reboot=do_not_start_on_reboot)
@@ -161,10 +180,18 @@ class Manager(manager.Manager):
                                    ds_version=None):
         self.app.write_config_contents(config_contents)
         self.app.start_db()
+        self.overrides.restarted()
 
     def reset_configuration(self, context, configuration):
         self.app.write_config_contents(
             (configuration or {}).get('config_contents'))
+
+    # Configuration groups.
+    def update_overrides(self, context, overrides, remove=False):
+        self.overrides.update(overrides, remove=remove)
+
+    def apply_overrides(self, context, overrides):
+        self.overrides.apply(overrides)
 
     # Backups.
     @reported_cast

@@ -285,7 +285,7 @@ class CouchDBApp:
         client.config_set(section, 'bind_address', address)
         return True
 
-    def _local_d(self):
+    def local_d(self):
         """<config_dir>/local.d, with the runtime ini file last in it."""
         path = os.path.join(CONF.couchdb.config_dir, 'local.d')
         os.makedirs(path, mode=0o755, exist_ok=True)
@@ -303,7 +303,7 @@ class CouchDBApp:
         """
         if not config_contents:
             return False
-        path = os.path.join(self._local_d(), name)
+        path = os.path.join(self.local_d(), name)
         data = config_contents.encode('utf-8')
         try:
             with open(path, 'rb') as stream:
@@ -316,7 +316,7 @@ class CouchDBApp:
         return True
 
     def _write_admin_ini(self, password):
-        path = os.path.join(self._local_d(), ADMIN_INI_FILE)
+        path = os.path.join(self.local_d(), ADMIN_INI_FILE)
         text = '[admins]\n%s = %s\n' % (system.ADMIN_USER, password)
         files.write_atomically(path, text.encode('utf-8'), 0o600,
                                couchdb_owner())
