@@ -221,6 +221,29 @@ def test_filesystem_stats_shape(prepared_guest):
     assert stats['total'] > 0
 
 
+def test_diagnostics_are_real_numbers(prepared_guest):
+    api = prepared_guest.api
+    api.create_database([_db('shop')])
+    api.create_user([_user('alice', 'alice-pw', ['shop'])])
+    _wait(lambda: api.get_user('alice', '%'), what='the user')
+    answer = prepared_guest.session('alice', 'alice-pw').post(
+        prepared_guest.url('shop', '_bulk_docs'),
+        json={'docs': [{'n': i} for i in range(25)]}, timeout=10)
+    assert answer.status_code == 201, answer.text
+    found = api.get_diagnostics()
+    # What Trove's `trove diagnostics` view reads: the agent process.
+    assert found['version'] and found['threads'] > 1
+    assert 0 < found['vm_rss'] <= found['vm_hwm'] <= found['vm_peak']
+    assert found['fd_size'] > 0
+    # CouchDB's own numbers.
+    assert found['couchdb_version']
+    assert found['databases'] >= 3             # shop, _users, _replicator
+    assert found['documents'] >= 25
+    assert found['disk_used_bytes'] > 0
+    assert found['compactions_running'] == 0
+    assert found['replication_jobs'] == 0
+
+
 def test_no_secret_in_argv_or_log(prepared_guest):
     g = prepared_guest
     g.api.create_user([_user('dave', 'dave-secret-pw')])

@@ -167,6 +167,9 @@ def test_trove26_control_plane_drives_the_agent(trove26_guest):
         'master_keys': ['api_version', 'databases', 'guest_id', 'password',
                         'url', 'user']}, result['replica_context']
     assert result['backup_required_for_replication'] is False
+    shown = result['diagnostics_view']['diagnostics']
+    assert shown['version'] and shown['threads'] > 1, shown
+    assert 0 < shown['vmRss'] <= shown['vmHwm'], shown
     _assert_conductor(result)
     _assert_couchdb(guest, result)
     # Trove 26 computes `trove show`'s volume_used_percent from the

@@ -375,6 +375,11 @@ def drive(request, results, events):
         'master_keys': sorted(context.get('master', {}))}
     results['backup_required_for_replication'] = (
         api.backup_required_for_replication())
+    # `trove diagnostics` (the management API) renders the guest's answer
+    # with this view.
+    from trove.extensions.mgmt.instances import views as mgmt_views
+    results['diagnostics_view'] = mgmt_views.DiagnosticsView(
+        guest_id, api.get_diagnostics()).data()
     results['unsupported'] = {
         'guest_log_list': unsupported(api.guest_log_list)}
 

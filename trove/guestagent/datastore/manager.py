@@ -11,6 +11,7 @@ the request carries Trove's notification, and re-raised for oslo.messaging.
 """
 
 import functools
+import importlib.metadata
 import os
 import traceback
 
@@ -171,9 +172,25 @@ class Manager:
     def get_hwinfo(self, context):
         return {'mem_total': _mem_total_kb(), 'num_cpus': os.cpu_count()}
 
-    @not_supported
     def get_diagnostics(self, context):
-        pass
+        """Trove's diagnostics (the agent process: version, threads, file
+        descriptors, memory in kB) plus the datastore's own numbers."""
+        status = _proc_status()
+        diagnostics = {
+            'version': _agent_version(),
+            'threads': status.get('Threads'),
+            'fd_size': status.get('FDSize'),
+            'vm_size': status.get('VmSize'),
+            'vm_peak': status.get('VmPeak'),
+            'vm_rss': status.get('VmRSS'),
+            'vm_hwm': status.get('VmHWM'),
+        }
+        diagnostics.update(self.datastore_diagnostics())
+        return diagnostics
+
+    def datastore_diagnostics(self):
+        """Extra numbers of the datastore for get_diagnostics."""
+        return {}
 
     # Volumes.
     def _mount_point(self, mount_point):
@@ -385,6 +402,26 @@ class Manager:
     @not_supported
     def ssl_rollback(self, context, **kwargs):
         pass
+
+
+def _agent_version():
+    try:
+        return importlib.metadata.version('trove-guestagent-couchdb')
+    except importlib.metadata.PackageNotFoundError:
+        return 'unknown'
+
+
+def _proc_status():
+    """{field: int} of the numeric fields of /proc/self/status (kB for
+    the Vm* sizes)."""
+    fields = {}
+    with open('/proc/self/status') as f:
+        for line in f:
+            name, _, value = line.partition(':')
+            words = value.split()
+            if words and words[0].isdigit():
+                fields[name] = int(words[0])
+    return fields
 
 
 def _mem_total_kb():
