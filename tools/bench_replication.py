@@ -2,32 +2,33 @@
 """Replication through the agent: catch-up throughput and steady-state lag.
 
 One run starts a private RabbitMQ, plays Trove's control plane as
-integration/conftest.py does, and runs ``--repeat`` rounds, each on fresh
-servers (the order of the two pairs alternates between rounds):
+integration/conftest.py does, and runs ``--repeat`` rounds on fresh servers
+(the order of the two pairs alternates between rounds):
 
-- agent: a master guest (the real agent managing its own pouchdb-server)
-  prepared with database ``bench`` and a user, who loads ``--docs``
-  documents of about ``--doc-size`` bytes of JSON (``_bulk_docs``, 1,000 a
-  request); then a fresh replica guest created as Trove's taskmanager
-  creates one: the master's ``get_replication_snapshot``, then
+- agent: a master guest (the real agent, default options, managing its own
+  pouchdb-server) prepared with database ``bench`` and a user, who loads
+  ``--docs`` documents of ``--doc-size`` bytes of JSON (``_bulk_docs``,
+  1,000 a request); then a fresh replica guest, created as Trove's
+  taskmanager creates one: the master's ``get_replication_snapshot``, then
   ``prepare(snapshot=...)``.  Timed from the prepare call: until the replica
   reports "running" (prepare done), and until its last document arrives;
 - bare: the same documents between two plain pouchdb-servers (no agent, no
   admins), replicated by one continuous ``_replicator`` document on the
-  target, the form of the agent's job; timed from the PUT of that document;
-- lag, on each pair once caught up: ``--writes`` single documents PUT on the
-  source at ``--rate`` a second from one thread; a document's lag runs from
-  the return of its PUT to its arrival on the replica.
+  target (the form of the agent's job), timed from the PUT of that document;
+- lag, on each pair once caught up (and SETTLE seconds later, so that the
+  agent's first progress check after the catch-up is over): ``--writes``
+  single documents PUT on the source at ``--rate`` a second from one thread;
+  a document's lag runs from the return of its PUT to its arrival.
 
 Arrivals are recorded by a follower of the replica's ``_changes`` feed
-(``feed=continuous``; os_admin's credentials on the agent's replica): the
-monotonic time each document id first shows, so no polling interval adds
-to the figures.  "catch-up" is N / (last arrival - start); "transfer" is
-N / (last arrival - first arrival), what replication itself takes without
-prepare or job start-up: its agent/bare ratio is what the agent costs.
-Medians over the rounds are printed with each round's values.  Every
-process started here is stopped and the work directory removed, whatever
-happens.  Exit status 0 whatever the figures.
+(``feed=continuous``, as os_admin on the agent's replica): the monotonic
+time each document id first shows, so no polling interval adds to the
+figures.  "catch-up" is N / (last arrival - start); "transfer" is N / (last
+arrival - first arrival), replication alone without prepare or job start-up:
+its agent/bare ratio is what the agent costs replication.  Medians of the
+rounds are printed with each round's values.  Every process started here is
+stopped and the work directory removed, whatever happens.  Exit status 0
+whatever the figures.
 
     .venv/bin/python tools/bench_replication.py
     .venv/bin/python tools/bench_replication.py --docs 2000 --repeat 1
@@ -38,6 +39,7 @@ import base64
 import contextlib
 import http.client
 import json
+import logging
 import os
 import pathlib
 import random
@@ -50,9 +52,11 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+# oslo.service imports eventlet, which warns; the agent never runs on it.
+warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
 import oslo_messaging as messaging  # noqa: E402
 import requests  # noqa: E402
@@ -69,8 +73,9 @@ DB = 'bench'
 USER = {'_name': 'bench', '_password': 'bench-pw', '_host': '%',
         '_databases': [{'_name': DB}]}
 BATCH = 1000
-WORDS = ('ka', 'lo', 'mi', 'ne', 'ra', 'to', 'su', 'vi', 'de', 'ba', 'zu',
-         'pe', 'qui', 'fo', 'gra', 'shi', 'an', 'el', 'or', 'ur')
+SETTLE = 3.0     # > the agent's replication_sync_interval (2 s)
+WORDS = ('kalo', 'mine', 'rato', 'suvi', 'deba', 'zupe', 'quifo', 'grashi',
+         'anel', 'orur', 'order', 'paid', 'shipped', 'gift', 'bulk', 'promo')
 
 
 class BenchError(Exception):
@@ -83,16 +88,13 @@ def make_docs(prefix, count, size, seed):
     docs = []
     for n in range(count):
         doc = {'_id': '%s-%06d' % (prefix, n), 'type': 'order', 'n': n,
-               'customer': {'name': rnd.choice(WORDS).title(),
-                            'city': rnd.choice(WORDS).title()},
+               'customer': ''.join(rnd.choices(WORDS, k=4)).title(),
                'items': [{'sku': 'SKU-%04d' % rnd.randrange(10000),
                           'qty': rnd.randint(1, 9)}
                          for _ in range(rnd.randint(1, 4))],
                'total': rnd.randrange(100000) / 100, 'note': ''}
-        pad = size - len(json.dumps(doc))
-        words = (''.join(rnd.choices(WORDS, k=rnd.randint(2, 4)))
-                 for _ in range(max(0, pad)))
-        doc['note'] = ' '.join(words)[:max(0, pad)]
+        pad = max(0, size - len(json.dumps(doc)))
+        doc['note'] = ' '.join(rnd.choices(WORDS, k=pad // 2))[:pad]
         docs.append(doc)
     return docs
 
@@ -101,8 +103,8 @@ def bulk_load(session, db_url, docs):
     for start in range(0, len(docs), BATCH):
         answer = session.post(db_url + '/_bulk_docs', timeout=120,
                               json={'docs': docs[start:start + BATCH]})
-        failed = [row for row in answer.json() if 'error' in row] \
-            if answer.status_code == 201 else answer.text
+        failed = ([row for row in answer.json() if 'error' in row]
+                  if answer.status_code == 201 else answer.text)
         if failed:
             raise BenchError('_bulk_docs on %s: %s' % (db_url, failed[:3]))
 
@@ -110,21 +112,18 @@ def bulk_load(session, db_url, docs):
 class Follower:
     """Follows a database's ``_changes`` feed from sequence 0 and records
     the monotonic time each document id (design documents aside) first
-    shows.  It waits for the server and the database to exist, and for
-    ``auth()`` to give (user, password) or None for no credentials."""
+    shows.  It waits for the server, the database and the agent's
+    credentials file (when given) to exist."""
 
-    def __init__(self, port, db, auth=lambda: None):
-        self.port, self.db, self.auth = port, db, auth
+    def __init__(self, port, db, credentials_file=None):
+        self.port, self.db, self.credentials_file = port, db, credentials_file
         self.arrivals = {}
         self.error = None
         self._cond = threading.Condition()
         self._stopped = False
         self._conn = None
         self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self):
         self._thread.start()
-        return self
 
     def stop(self):
         self._stopped = True
@@ -152,79 +151,49 @@ class Follower:
                 self.error = None if self._stopped else exc
                 self._cond.notify_all()
 
-    def _headers(self, credentials):
-        if credentials is None:
+    def _headers(self):
+        if self.credentials_file is None:
             return {}
-        token = base64.b64encode(('%s:%s' % credentials).encode()).decode()
-        return {'Authorization': 'Basic ' + token}
+        saved = json.loads(self.credentials_file.read_text())
+        token = '%s:%s' % (saved['user'], saved['password'])
+        return {'Authorization': 'Basic %s' % base64.b64encode(
+            token.encode()).decode()}
 
     def _wait_for_database(self):
         url = 'http://127.0.0.1:%d/%s' % (self.port, self.db)
         for _ in base.polling_loop(base.scaled(120), interval=0.02):
             if self._stopped:
                 break
-            credentials = self.auth()
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(url, headers=self._headers(credentials),
+            # OSError: no credentials file yet, or (requests) no server.
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                headers = self._headers()
+                if requests.get(url, headers=headers,
                                 timeout=5).status_code == 200:
-                    return credentials
+                    return headers
         raise BenchError('database %s did not appear on port %d'
                          % (self.db, self.port))
 
-    def _follow(self, credentials):
+    def _follow(self, headers):
         self._conn = http.client.HTTPConnection('127.0.0.1', self.port)
         self._conn.request('GET', '/%s/_changes?feed=continuous&since=0'
-                           '&heartbeat=5000' % self.db,
-                           headers=self._headers(credentials))
+                           '&heartbeat=5000' % self.db, headers=headers)
         feed = self._conn.getresponse()
         if feed.status != 200:
             raise BenchError('_changes answered %d' % feed.status)
         while line := feed.readline():
-            change = json.loads(line) if line.strip() else {}
-            doc_id = change.get('id', '_design/')
-            if not doc_id.startswith('_design/'):
+            doc_id = (json.loads(line) if line.strip() else {}).get('id')
+            if doc_id and not doc_id.startswith('_design/'):
                 with self._cond:
                     self.arrivals.setdefault(doc_id, time.monotonic())
                     self._cond.notify_all()
         raise BenchError('the _changes feed ended')
 
 
-def catch_up(follower, count, start, timeout):
-    arrivals = follower.wait(lambda a: len(a) >= count, timeout,
-                             'catch-up of %d documents' % count)
-    first, last = min(arrivals.values()), max(arrivals.values())
-    return {'catchup': count / (last - start),
-            'transfer': count / max(last - first, 1e-3),
-            'seconds': last - start}
-
-
-def measure_lag(session, db_url, follower, docs, rate):
-    """PUT ``docs`` one by one at ``rate``/s; each one's lag in ms."""
-    acked = {}
-    start = time.monotonic()
-    for n, doc in enumerate(docs):
-        time.sleep(max(0.0, start + n / rate - time.monotonic()))
-        answer = session.put('%s/%s' % (db_url, doc['_id']), json=doc,
-                             timeout=30)
-        if answer.status_code != 201:
-            raise BenchError('PUT %s: %d %s' % (doc['_id'],
-                                                answer.status_code,
-                                                answer.text))
-        acked[doc['_id']] = time.monotonic()
-    arrivals = follower.wait(lambda a: all(i in a for i in acked), 120,
-                             'arrival of %d single writes' % len(docs))
-    lags = sorted((arrivals[i] - t) * 1000 for i, t in acked.items())
-    return {'lag_median': statistics.median(lags),
-            'lag_p95': statistics.quantiles(lags, n=20,
-                                            method='inclusive')[18],
-            'lag_max': lags[-1]}
-
-
 class Bench:
     """The control plane (RabbitMQ, RPC, a conductor) and the rounds."""
 
     def __init__(self, args, workdir, stack):
-        self.args, self.workdir, self.stack = args, workdir, stack
+        self.args, self.workdir = args, workdir
         self.docs = make_docs('doc', args.docs, args.doc_size, 1)
         self.writes = make_docs('lag', args.writes, args.doc_size, 2)
         self.timeout = 120 + args.docs / 20
@@ -243,8 +212,12 @@ class Bench:
         couchdb = pouchdb.PouchDBServer(self.workdir / name / 'couchdb')
         couchdb.data_dir.mkdir(parents=True, exist_ok=True)
         couchdb.config_file.parent.mkdir(parents=True, exist_ok=True)
+        # The operator's defaults, not the tests' (heartbeat every second,
+        # a debug line per CouchDB request).
         agent = guest_mod.GuestAgent(self.workdir / name / 'agent',
-                                     self.broker.transport_url, couchdb)
+                                     self.broker.transport_url, couchdb,
+                                     report_interval=30,
+                                     options={'DEFAULT': {'debug': 'False'}})
         stack.callback(couchdb.stop)
         stack.callback(agent.stop)
         agent.start()
@@ -253,15 +226,15 @@ class Bench:
     def server(self, stack, name):
         server = pouchdb.PouchDBServer(self.workdir / name)
         stack.callback(server.stop)
-        return server.start()
+        server.start()
+        if requests.put(server.url + '/' + DB, timeout=30).status_code != 201:
+            raise BenchError('could not create %s on %s' % (DB, server.url))
+        return server
 
     def agent_pair(self, round_no):
         with contextlib.ExitStack() as stack:
             master = self.guest(stack, 'master-%d' % round_no)
-            ready = master.prepare_and_wait(databases=[{'_name': DB}],
-                                            users=[USER])
-            if ready.kwargs['payload']['service_status'] != 'running':
-                raise BenchError('the master failed to prepare')
+            self.prepared(master, databases=[{'_name': DB}], users=[USER])
             writer = master.session(USER['_name'], USER['_password'])
             bulk_load(writer, master.url(DB), self.docs)
             snapshot = master.api.get_replication_snapshot(
@@ -271,37 +244,30 @@ class Bench:
                 replica_source_config=None)
             snapshot['config'] = ''
             replica = self.guest(stack, 'replica-%d' % round_no)
-            creds = replica.agent.state_dir / 'couchdb-os_admin.json'
-
-            def os_admin():
-                with contextlib.suppress(OSError, ValueError):
-                    saved = json.loads(creds.read_text())
-                    return saved['user'], saved['password']
-                return None
-
-            follower = Follower(replica.couchdb.port, DB, os_admin).start()
+            follower = Follower(replica.couchdb.port, DB,
+                                replica.agent.state_dir /
+                                'couchdb-os_admin.json')
             stack.callback(follower.stop)
             wall, start = time.time(), time.monotonic()
-            ready = replica.prepare_and_wait(timeout=self.timeout,
-                                             snapshot=snapshot)
-            if ready.kwargs['payload']['service_status'] != 'running':
-                raise BenchError('the replica failed to prepare:\n%s' %
-                                 replica.agent.log_text()[-3000:])
-            result = catch_up(follower, len(self.docs), start, self.timeout)
-            result['ready'] = ready.kwargs['sent'] - wall
-            result.update(measure_lag(writer, master.url(DB), follower,
-                                      self.writes, self.args.rate))
-            return result
+            ready = self.prepared(replica, snapshot=snapshot)
+            return dict(self.measure(follower, start, writer, master.url(DB)),
+                        ready=ready.kwargs['sent'] - wall)
+
+    def prepared(self, guest, **kwargs):
+        """Trove's prepare; the heartbeat that says it is done."""
+        ready = guest.prepare_and_wait(timeout=self.timeout, **kwargs)
+        if ready.kwargs['payload']['service_status'] != 'running':
+            raise BenchError('%s failed to prepare:\n%s' % (
+                guest.agent.workdir.name, guest.agent.log_text()[-3000:]))
+        return ready
 
     def bare_pair(self, round_no):
         with contextlib.ExitStack() as stack:
             source = self.server(stack, 'source-%d' % round_no)
             target = self.server(stack, 'target-%d' % round_no)
             session = requests.Session()
-            for server in (source, target):
-                session.put(server.url + '/' + DB, timeout=30)
             bulk_load(session, source.url + '/' + DB, self.docs)
-            follower = Follower(target.port, DB).start()
+            follower = Follower(target.port, DB)
             stack.callback(follower.stop)
             start = time.monotonic()
             answer = session.put(target.url + '/_replicator/' + DB, json={
@@ -310,11 +276,34 @@ class Bench:
                 timeout=30)
             if answer.status_code != 201:
                 raise BenchError('_replicator: %s' % answer.text)
-            result = catch_up(follower, len(self.docs), start, self.timeout)
-            result.update(measure_lag(session, source.url + '/' + DB,
-                                      follower, self.writes,
-                                      self.args.rate))
-            return result
+            return self.measure(follower, start, session,
+                                source.url + '/' + DB)
+
+    def measure(self, follower, start, writer, db_url):
+        """Catch-up since ``start``, then the lag of single writes."""
+        count = len(self.docs)
+        arrivals = follower.wait(lambda a: len(a) >= count, self.timeout,
+                                 'catch-up of %d documents' % count)
+        first, last = min(arrivals.values()), max(arrivals.values())
+        result = {'catchup': count / (last - start), 'seconds': last - start,
+                  'transfer': count / max(last - first, 1e-3)}
+        time.sleep(SETTLE)
+        acked, begin = {}, time.monotonic()
+        for n, doc in enumerate(self.writes):
+            time.sleep(max(0.0, begin + n / self.args.rate - time.monotonic()))
+            answer = writer.put('%s/%s' % (db_url, doc['_id']), json=doc,
+                                timeout=30)
+            if answer.status_code != 201:
+                raise BenchError('PUT %s: %d %s' % (
+                    doc['_id'], answer.status_code, answer.text))
+            acked[doc['_id']] = time.monotonic()
+        arrivals = follower.wait(lambda a: all(i in a for i in acked), 120,
+                                 'arrival of %d single writes' % len(acked))
+        lags = sorted((arrivals[i] - t) * 1000 for i, t in acked.items())
+        return dict(result, lag_median=statistics.median(lags),
+                    lag_p95=statistics.quantiles(
+                        lags, n=20, method='inclusive')[18],
+                    lag_max=lags[-1])
 
 
 ROWS = (('catch-up, docs/s (from prepare / job PUT)', 'catchup', '%.0f'),
@@ -327,42 +316,35 @@ ROWS = (('catch-up, docs/s (from prepare / job PUT)', 'catchup', '%.0f'),
 
 
 def versions():
-    modules = pouchdb.pouchdb_home() / 'node_modules'
-
-    def version(package):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            return json.loads((modules / package / 'package.json')
-                              .read_text())['version']
-        return '?'
+    def version(name):
+        package = pouchdb.pouchdb_home() / 'node_modules' / name
+        return json.loads((package / 'package.json').read_text())['version']
 
     node = subprocess.run(['node', '--version'], capture_output=True,
                           text=True, check=False).stdout.strip()
     return 'pouchdb-server %s (PouchDB %s, node %s)' % (
-        version('pouchdb-server'), version('pouchdb-core'), node or '?')
+        version('pouchdb-server'), version('pouchdb-core'), node)
 
 
-def report(args, results):
-    def cell(side, key, fmt):
-        values = [r[side][key] for r in results if key in r[side]]
-        if not values:
-            return '-', ''
-        return fmt % statistics.median(values), ' '.join(
-            fmt % v for v in values)
-
+def report(args, results, load):
     print('\nReplication of %d documents of ~%d bytes; lag: %d writes at '
-          '%g/s; %d CPUs; %s' % (args.docs, args.doc_size, args.writes,
-                                 args.rate, os.cpu_count(), versions()))
+          '%g/s; %d CPUs (load average %.2f at the start, %.2f at the end); '
+          '%s' % (args.docs, args.doc_size, args.writes, args.rate,
+                  os.cpu_count(), load, os.getloadavg()[0], versions()))
     print('Medians of %d round(s) [each round]' % len(results))
-    print('%-42s %9s %9s %7s   %s' % ('', 'agent', 'bare', 'a/b',
-                                       'rounds: agent | bare'))
+    print('%-42s %8s %8s %6s   %s' % ('', 'agent', 'bare', 'a/b',
+                                      '[rounds: agent | bare]'))
     for title, key, fmt in ROWS:
-        agent, agent_runs = cell('agent', key, fmt)
-        bare, bare_runs = cell('bare', key, fmt)
-        ratio = '-' if '-' in (agent, bare) else '%.2f' % (
-            statistics.median([r['agent'][key] for r in results]) /
-            statistics.median([r['bare'][key] for r in results]))
-        print('%-42s %9s %9s %7s   [%s | %s]' % (title, agent, bare, ratio,
-                                                 agent_runs, bare_runs))
+        runs = {side: [r[side][key] for r in results if key in r[side]]
+                for side in ('agent', 'bare')}
+        med = {side: statistics.median(v) if v else None
+               for side, v in runs.items()}
+        ratio = '%.2f' % (med['agent'] / med['bare']) if None not in (
+            med.values()) else '-'
+        print('%-42s %8s %8s %6s   [%s | %s]' % (
+            title, *('-' if m is None else fmt % m for m in med.values()),
+            ratio, *(' '.join(fmt % v for v in runs[side]) or '-'
+                     for side in runs)))
     print('Reproduce: .venv/bin/python tools/bench_replication.py --docs %d '
           '--doc-size %d --writes %d --rate %g --repeat %d' % (
               args.docs, args.doc_size, args.writes, args.rate, args.repeat))
@@ -375,7 +357,7 @@ def parse_args(argv=None):
     parser.add_argument('--docs', type=int, default=10000,
                         help='documents to catch up (default 10000)')
     parser.add_argument('--doc-size', type=int, default=1024,
-                        help='approximate JSON bytes a document (1024)')
+                        help='JSON bytes of a document (default 1024)')
     parser.add_argument('--writes', type=int, default=300,
                         help='single writes of the lag measurement (300)')
     parser.add_argument('--rate', type=float, default=20.0,
@@ -397,8 +379,10 @@ def _terminate(signum, _frame):
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    # A channel closing at shutdown logs a harmless warning from py-amqp.
+    logging.getLogger('amqp').setLevel(logging.ERROR)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix='bench-replication-'))
-    started = time.monotonic()
+    started, load = time.monotonic(), os.getloadavg()[0]
     try:
         with contextlib.ExitStack() as stack:
             bench = Bench(args, workdir, stack)
@@ -407,14 +391,13 @@ def main(argv=None):
                 print('Round %d of %d' % (round_no, args.repeat), flush=True)
                 sides = [('agent', bench.agent_pair),
                          ('bare', bench.bare_pair)]
-                result = {}
+                results.append({})
                 for side, run in sides[::1 if round_no % 2 else -1]:
-                    result[side] = run(round_no)
+                    results[-1][side] = run(round_no)
                     print('  %-5s %s' % (side, ', '.join(
                         '%s %.1f' % kv for kv in sorted(
-                            result[side].items()))), flush=True)
-                results.append(result)
-        report(args, results)
+                            results[-1][side].items()))), flush=True)
+        report(args, results, load)
         print('Total %.0f s' % (time.monotonic() - started))
     finally:
         if args.keep:

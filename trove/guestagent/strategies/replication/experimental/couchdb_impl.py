@@ -51,7 +51,9 @@ USER_DOC_ID = system.USER_DOC_PREFIX + system.REPLICATION_USER
 PUBLISHED_FIELD = 'trove_source'
 REPLICAS_FIELD = 'trove_replicas'
 # How many changes one _changes/_revs_diff round checks, and how many
-# rounds one pass may take per database.
+# rounds a check may take per database: the periodic upkeep takes one
+# (enough to see progress, and light on both servers while a replica
+# catches up), wait_for_txn and get_last_txn take up to CHECK_ROUNDS.
 CHECK_BATCH = 1000
 CHECK_ROUNDS = 20
 # Timeout of the calls a replica makes to a source that may be gone.
@@ -465,7 +467,7 @@ class CouchDBReplication:
             try:
                 master = self.state.master
                 if master is not None:
-                    self._replica_pass(master)
+                    self._replica_pass(master, rounds=1)
                 if self.state.source_password is not None:
                     self._source_upkeep()
             except exception.TroveError as exc:
@@ -653,7 +655,7 @@ class CouchDBReplication:
             self.client.request('PUT', [system.REPLICATOR_DB, '_security'],
                                 json=security)
 
-    def _replica_pass(self, master):
+    def _replica_pass(self, master, rounds=CHECK_ROUNDS):
         """Follow the source: jobs, databases, _security, progress."""
         source = master.client()
         try:
@@ -671,7 +673,7 @@ class CouchDBReplication:
             for db, security in sorted(databases.items()):
                 self._follow(db, security, master, jobs.get(db), read_only)
                 try:
-                    self._check_progress(source, db)
+                    self._check_progress(source, db, rounds)
                 except exception.CouchDBError as exc:
                     if exc.status != 404:
                         raise
@@ -772,7 +774,7 @@ class CouchDBReplication:
         if verified != self.state.read().get('progress'):
             self.state.update(progress=verified)
 
-    def _check_progress(self, source, db):
+    def _check_progress(self, source, db, rounds=CHECK_ROUNDS):
         """Advance ``db``'s verified sequence as far as the replica has it."""
         progress = self._progress.get(db)
         if progress is None:
@@ -782,7 +784,7 @@ class CouchDBReplication:
         progress.source_seq = source_seq
         before = progress.verified
         caught_up = False
-        for _round in range(CHECK_ROUNDS):
+        for _round in range(rounds):
             changes = source.request('GET', [db, '_changes'], params={
                 'since': json.dumps(progress.verified_seq)
                 if not isinstance(progress.verified_seq, str)
