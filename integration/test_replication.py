@@ -181,6 +181,8 @@ def test_replica_follows_its_source(master, make_replica):
     source_id, replicated = replica.api.get_last_txn()
     assert source_id == master.id
     assert replicated >= txn['shop']
+    # Per database, how far the replica has got in the source's sequence.
+    assert replica.api.get_latest_txn_id()['shop'] >= txn['shop']
 
     # Restart the replica's CouchDB: replication resumes.
     replica.api.restart()

@@ -132,6 +132,12 @@ def test_every_contract_method_binds_its_keyword_arguments(method):
     inspect.signature(func).bind(object(), _context(), **GUEST_API[method])
 
 
+def test_trove26_upgrade_cast_binds_too():
+    # Trove 26 casts upgrade(upgrade_info=...), older Trove the 1.0 form.
+    inspect.signature(manager.Manager.upgrade).bind(
+        object(), _context(), upgrade_info={'datastore_version': '3.3'})
+
+
 def test_ping_through_encrypted_rpc(served):
     assert _client().rpc_ping() is True
 
@@ -142,7 +148,7 @@ def test_unsupported_call_raises_trove_not_supported(served):
     assert 'couchdb' in str(err.value)
 
 
-@pytest.mark.parametrize('method', ['guest_log_list', 'pre_upgrade',
+@pytest.mark.parametrize('method', ['guest_log_list', 'module_remove',
                                     'ssl_show'])
 def test_unsupported_calls_are_never_type_or_attribute_errors(served,
                                                                method):

@@ -253,6 +253,13 @@ couchdb_opts = [
     cfg.IntOpt('replication_wait_timeout', default=300, min=1,
                help='Seconds wait_for_txn waits for a replica to catch up '
                     'before it fails.'),
+    cfg.ListOpt('upgrade_preserved_files',
+                default=['local.ini', 'local.d', 'vm.args'],
+                help='Files and directories of CouchDB\'s configuration '
+                     '(relative to config_dir, or absolute) that '
+                     'pre_upgrade saves on the data volume and '
+                     'post_upgrade puts back on the new root disk: the '
+                     'server admins, the uuid, the node name.'),
     cfg.StrOpt('guest_log_exposed_logs', default='',
                help='Logs of this guest that users may see.'),
 ]

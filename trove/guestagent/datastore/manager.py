@@ -154,7 +154,9 @@ class Manager:
 
     @not_supported
     def upgrade(self, context, instance_version=None, location=None,
-                metadata=None):
+                metadata=None, upgrade_info=None):
+        # Trove up to 2023.1 sent instance_version/location/metadata;
+        # Trove 26 casts upgrade(upgrade_info).
         pass
 
     @not_supported

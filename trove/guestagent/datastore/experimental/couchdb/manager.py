@@ -18,6 +18,7 @@ from trove.guestagent.datastore.experimental.couchdb import configuration
 from trove.guestagent.datastore.experimental.couchdb import names
 from trove.guestagent.datastore.experimental.couchdb import service
 from trove.guestagent.datastore.experimental.couchdb import system
+from trove.guestagent.datastore.experimental.couchdb import upgrade
 from trove.guestagent.datastore import backups
 from trove.guestagent.datastore import manager
 from trove.guestagent import strategies
@@ -203,6 +204,16 @@ class Manager(manager.Manager):
         self.app.write_config_contents(
             (configuration or {}).get('config_contents'))
 
+    # Upgrades (the root disk is rebuilt; the data volume stays).
+    def pre_upgrade(self, context):
+        mount_point = self._mount_point(None)
+        device = (CONF.couchdb.device_path if CONF.couchdb.volume_support
+                  and os.path.ismount(mount_point) else None)
+        return upgrade.pre_upgrade(self.app, mount_point, device)
+
+    def post_upgrade(self, context, upgrade_info):
+        upgrade.post_upgrade(self.app, upgrade_info)
+
     # Configuration groups.
     def update_overrides(self, context, overrides, remove=False):
         self.overrides.update(overrides, remove=remove)
@@ -332,7 +343,7 @@ class Manager(manager.Manager):
         self.replication.demote_master()
 
     def get_latest_txn_id(self, context):
-        return self.replication.latest_txn()
+        return self.replication.applied_txn()
 
     def get_last_txn(self, context):
         return self.replication.last_txn()

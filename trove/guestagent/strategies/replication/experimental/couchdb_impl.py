@@ -400,28 +400,39 @@ class CouchDBReplication:
         return {db: self.client.request('GET', [db]).get('update_seq', 0)
                 for db in self._user_databases()}
 
+    def applied_txn(self):
+        """Trove's get_latest_txn_id: on a source, {database: update_seq};
+        on a replica, {database: the source's sequence verified here}."""
+        with self._lock:
+            master = self.state.master
+            if master is None:
+                return self.latest_txn()
+            return self._verified(master)
+
     def last_txn(self):
         """[source guest id, changes replicated]: Trove's eject ranking."""
         with self._lock:
             master = self.state.master
             if master is None:
                 return [None, 0]
-            try:
-                self._replica_pass(master)
-            except exception.TroveError as exc:
-                # Eject asks this when the source is gone: answer with the
-                # progress verified last.
-                LOG.warning("Cannot check the progress against the source "
-                            "(%s); reporting the progress recorded last", exc)
-            saved = self.state.read().get('progress') or {}
+            verified = self._verified(master)
             return [master.guest_id,
-                    sum(seq_number(s) for s in saved.values())]
+                    sum(seq_number(s) for s in verified.values())]
 
     def txn_count(self):
-        with self._lock:
-            if self.state.master is not None:
-                return sum(p.verified for p in self._progress.values())
-            return sum(seq_number(s) for s in self.latest_txn().values())
+        return sum(seq_number(s) for s in self.applied_txn().values())
+
+    def _verified(self, master):
+        """{database: verified sequence}, checked against the source now
+        or, when it cannot be reached, as recorded last."""
+        try:
+            self._replica_pass(master)
+        except exception.TroveError as exc:
+            # Eject asks this when the source is gone: answer with the
+            # progress verified last.
+            LOG.warning("Cannot check the progress against the source "
+                        "(%s); reporting the progress recorded last", exc)
+        return dict(self.state.read().get('progress') or {})
 
     def wait_for_txn(self, txn, timeout=None):
         """Return once every database has caught up to ``txn``."""
