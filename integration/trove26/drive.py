@@ -381,7 +381,8 @@ def drive(request, results, events):
     results['diagnostics_view'] = mgmt_views.DiagnosticsView(
         guest_id, api.get_diagnostics()).data()
     results['unsupported'] = {
-        'guest_log_list': unsupported(api.guest_log_list)}
+        'update_guest': unsupported(api.update_guest),
+        'ssl_show': unsupported(api.ssl_show)}
 
 
 def trove_records(guest_id, results):

@@ -144,11 +144,11 @@ def test_ping_through_encrypted_rpc(served):
 
 def test_unsupported_call_raises_trove_not_supported(served):
     with pytest.raises(exception.DatastoreOperationNotSupported) as err:
-        _client().guest_log_list()
+        _client().update_guest()
     assert 'couchdb' in str(err.value)
 
 
-@pytest.mark.parametrize('method', ['guest_log_list', 'module_remove',
+@pytest.mark.parametrize('method', ['update_guest', 'module_remove',
                                     'ssl_show'])
 def test_unsupported_calls_are_never_type_or_attribute_errors(served,
                                                                method):

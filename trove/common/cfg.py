@@ -125,6 +125,14 @@ backup_opts = [
     cfg.IntOpt('backup_progress_interval', default=10, min=1,
                help='Seconds between two progress lines of a running '
                     'backup or restore in the log.'),
+    cfg.StrOpt('guest_log_container_name', default='database_logs',
+               help='Swift container that guest logs are published to.'),
+    cfg.IntOpt('guest_log_limit', default=1000000, min=1024,
+               help='Largest object, in bytes, of a published guest log '
+                    '(whole lines).'),
+    cfg.IntOpt('guest_log_expiry', default=604800, min=60,
+               help='Seconds before a published guest log expires in '
+                    'Swift.'),
 ]
 
 upgrade_levels_opts = [
@@ -260,8 +268,14 @@ couchdb_opts = [
                      'pre_upgrade saves on the data volume and '
                      'post_upgrade puts back on the new root disk: the '
                      'server admins, the uuid, the node name.'),
+    cfg.StrOpt('server_log_file', default='/var/log/couchdb/couchdb.log',
+               help='CouchDB\'s own log file, the guest log "couchdb" (1.6 '
+                    'writes /var/log/couchdb/couch.log; 3.x writes it with '
+                    '[log] writer = file).'),
     cfg.StrOpt('guest_log_exposed_logs', default='',
-               help='Logs of this guest that users may see.'),
+               help='Comma-separated guest logs a tenant may list, publish '
+                    'and discard: "couchdb" (the server log), "guest" (this '
+                    'agent\'s log). An admin context sees all of them.'),
 ]
 
 

@@ -21,6 +21,7 @@ from trove.guestagent.datastore.experimental.couchdb import system
 from trove.guestagent.datastore.experimental.couchdb import upgrade
 from trove.guestagent.datastore import backups
 from trove.guestagent.datastore import manager
+from trove.guestagent import guest_log
 from trove.guestagent import strategies
 from trove.guestagent.strategies import restore
 from trove.guestagent import volume
@@ -203,6 +204,24 @@ class Manager(manager.Manager):
     def reset_configuration(self, context, configuration):
         self.app.write_config_contents(
             (configuration or {}).get('config_contents'))
+
+    # Guest logs.
+    def _guest_logs(self):
+        logs = [guest_log.GuestLog('couchdb', CONF.couchdb.server_log_file)]
+        if CONF.log_file:
+            agent_log = CONF.log_file
+            if CONF.log_dir and not os.path.isabs(agent_log):
+                agent_log = os.path.join(CONF.log_dir, agent_log)
+            logs.append(guest_log.GuestLog('guest', agent_log))
+        return guest_log.GuestLogs(logs)
+
+    def guest_log_list(self, context):
+        return self._guest_logs().list(context)
+
+    def guest_log_action(self, context, log_name, enable=False,
+                         disable=False, publish=False, discard=False):
+        return self._guest_logs().action(context, log_name, enable, disable,
+                                         publish, discard)
 
     # Upgrades (the root disk is rebuilt; the data volume stays).
     def pre_upgrade(self, context):
