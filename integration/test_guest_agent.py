@@ -244,6 +244,26 @@ def test_diagnostics_are_real_numbers(prepared_guest):
     assert found['replication_jobs'] == 0
 
 
+def test_compaction_can_be_requested_and_observed(prepared_guest):
+    api = prepared_guest.api
+    api.create_database([_db('shop')])
+    api.create_user([_user('alice', 'alice-pw', ['shop'])])
+    _wait(lambda: api.get_user('alice', '%'), what='the user')
+    alice = prepared_guest.session('alice', 'alice-pw')
+    rev = None
+    for n in range(50):                    # old revisions to compact away
+        body = {'n': n, '_rev': rev} if rev else {'n': n}
+        rev = alice.put(prepared_guest.url('shop', 'counter'), json=body,
+                        timeout=10).json()['rev']
+    api.compact_database(_db('shop'))
+    _wait(lambda: api.get_diagnostics()['compactions_running'] == 0,
+          what='the compaction to end')
+    assert alice.get(prepared_guest.url('shop', 'counter'),
+                     timeout=10).json()['n'] == 49
+    with pytest.raises(exception.DatabaseNotFound):
+        api.compact_database(_db('nothere'))
+
+
 def test_no_secret_in_argv_or_log(prepared_guest):
     g = prepared_guest
     g.api.create_user([_user('dave', 'dave-secret-pw')])

@@ -296,6 +296,11 @@ class API:
         return self._low("backup_required_for_replication")
 
     # Guest logs and modules.
+    def compact_database(self, database):
+        """This agent's own call (Trove's API has none): start compacting
+        a database; get_diagnostics shows compactions running."""
+        self._high("compact_database", database=database)
+
     def guest_log_list(self):
         return self._low("guest_log_list")
 

@@ -151,6 +151,18 @@ class CouchDBAdmin:
         self.client.request('DELETE', [name])
         LOG.info("Deleted database %s", name)
 
+    def compact_database(self, name):
+        """Start compacting a database and cleaning up its old view
+        indexes; CouchDB does it in the background (``compact_running``
+        in the database's info, ``compactions_running`` in diagnostics)."""
+        names.check_database_name(name)
+        self._require_databases([name])
+        self.client.request('POST', [name, '_compact'], json={},
+                            expected=(200, 202))
+        self.client.request('POST', [name, '_view_cleanup'], json={},
+                            expected=(200, 202))
+        LOG.info("Started compacting database %s", name)
+
     # -- _security --------------------------------------------------------
 
     def _security(self, db):

@@ -263,6 +263,10 @@ class Manager(manager.Manager):
     def delete_database(self, context, database):
         self.admin.delete_database(models.Schema.from_dict(database).name)
 
+    def compact_database(self, context, database):
+        """This agent's own call (Trove's API has none): start compacting."""
+        self.admin.compact_database(models.Schema.from_dict(database).name)
+
     # Users.
     @reported_cast
     def create_user(self, context, users):
