@@ -38,6 +38,35 @@ What it models:
 - ``drop_reply_to``: (method, path) pairs whose request is applied but whose
   reply is never sent (the connection is closed), like a server that
   restarts its listener.
+- The node (3.x, docs.couchdb.org "/_node/{node-name}", "/_membership",
+  "Shard Management"): ``FakeCouchDB('3', node='couchdb@host')`` is named
+  ``node`` (default ``couchdb@127.0.0.1``); ``GET /_node/_local`` answers
+  ``{"name": node}``.  The node-local databases ``_dbs`` (one shard map per
+  database: ``_id``, ``_rev``, ``shard_suffix``, ``changelog`` [["add",
+  range, node], ...], ``by_node`` {node: [ranges]}, ``by_range`` {range:
+  [nodes]}, ``props``) and ``_nodes`` (one document per cluster node) live
+  under ``/_node/_local/_dbs`` and ``/_node/_local/_nodes``, admins only:
+  ``_all_docs`` (``include_docs``, ``startkey``, ``endkey``, ``skip``,
+  ``limit``), GET, PUT (409 on a stale or missing ``_rev``) and DELETE
+  (``?rev=``) of documents.  ``GET /_membership`` gives ``all_nodes``
+  (this node: the fake is never connected to another) and ``cluster_nodes``
+  (the ids of ``_nodes``); starting adds the node to ``_nodes`` as
+  mem3 does.  Creating a database writes its q=2, n=1 shard map on this
+  node, deleting it removes the map; ``GET /{db}/_shards`` shows the map's
+  ``by_range``.  A database whose shard map names other nodes only cannot
+  be opened (500 ``nodedown``, roughly what CouchDB answers when no
+  replica of a range is reachable); a database without a shard map (put
+  into ``dbs`` directly by a test) opens as before, and ``/_all_dbs`` lists
+  ``dbs`` whatever ``_dbs`` holds (a simplification).
+- Configuration files: at start the fake reads ``[admins]`` and ``[couchdb]
+  uuid`` from ``<config_dir>/local.d/*.ini`` (later files win), as CouchDB
+  reads its ini chain; changes through the config API stay in memory.
+  ``GET /`` shows ``[couchdb] uuid`` (a random one is configured at
+  creation, as a real node has one); ``start_uuids`` records the uuid each
+  start began with.
+- ``copy_data(source, target)``: what a file-level restore of ``source``'s
+  data directory onto ``target`` does (databases, ``_dbs``, ``_nodes``;
+  never the configuration).
 """
 
 import base64
@@ -64,6 +93,11 @@ _ADMIN_ONLY = {'members': {'roles': ['_admin']},
 JOB_STATES = ('initializing', 'running', 'pending', 'crashing', 'error',
               'failed', 'completed')
 _ERROR_STATES = ('crashing', 'error', 'failed')
+DEFAULT_NODE = 'couchdb@127.0.0.1'
+# The node-local databases reached through /_node/_local/{name}.
+NODE_LOCAL_DBS = ('_dbs', '_nodes')
+# The shard ranges of a q=2 database.
+Q2_RANGES = ('00000000-7fffffff', '80000000-ffffffff')
 
 
 def _copy(value):
@@ -82,6 +116,39 @@ def _new_db(security):
 
 def _generation(rev):
     return int(rev.split('-', 1)[0])
+
+
+def shard_map(db_name, nodes, ranges=Q2_RANGES, created=None):
+    """The ``_dbs`` document of a database with every range on ``nodes``.
+
+    As docs.couchdb.org shows it: ``shard_suffix`` is ``.<created>`` as
+    ASCII codes, one ``add`` changelog entry per range and node.
+    """
+    if isinstance(nodes, str):
+        nodes = [nodes]
+    created = int(time.time()) if created is None else created
+    return {'_id': db_name,
+            'shard_suffix': [ord(c) for c in '.%d' % created],
+            'changelog': [['add', r, node] for node in nodes
+                          for r in ranges],
+            'by_node': {node: list(ranges) for node in nodes},
+            'by_range': {r: list(nodes) for r in ranges},
+            'props': {}}
+
+
+def _new_rev(old_rev=None):
+    generation = _generation(old_rev) + 1 if old_rev else 1
+    return '%d-%s' % (generation, uuid.uuid4().hex)
+
+
+def copy_data(source, target):
+    """Give ``target`` the data directory of ``source`` (not its config)."""
+    with source.lock:
+        dbs = _copy(source.dbs)
+        local_dbs = _copy(source.local_dbs)
+    with target.lock:
+        target.dbs = dbs
+        target.local_dbs = local_dbs
 
 
 class HTTPError(Exception):
@@ -122,15 +189,20 @@ def _check_admin_hash(stored, password):
 class FakeCouchDB:
     """One fake CouchDB node; ``start()``/``stop()`` like a real process."""
 
-    def __init__(self, version='3', port=0, require_admin=None):
+    def __init__(self, version='3', port=0, require_admin=None,
+                 node=DEFAULT_NODE):
         self.version = version
         self.port = port
+        self.node = node
         self.require_admin = (version == '3' if require_admin is None
                               else require_admin)
         listener = 'chttpd' if version == '3' else 'httpd'
-        self.config = {'admins': {}, 'couchdb': {},
+        self.config = {'admins': {}, 'couchdb': {'uuid': uuid.uuid4().hex},
                        listener: {'bind_address': '127.0.0.1'}}
         self.dbs = {}
+        # Node-local databases: name -> {doc_id: document with _rev}.
+        self.local_dbs = {name: {} for name in NODE_LOCAL_DBS}
+        self.start_uuids = []
         # doc_id of a _replicator document -> (state, error, error_count)
         self.job_states = {}
         self.drop_reply_to = set()
@@ -162,6 +234,13 @@ class FakeCouchDB:
             return True
         if self.require_admin and not self.config['admins']:
             return False
+        with self.lock:
+            self.start_uuids.append(self.config['couchdb'].get('uuid'))
+            if self.version == '3' and self.node not in \
+                    self.local_dbs['_nodes']:
+                # mem3_nodes puts the node itself in _nodes at start.
+                self.local_dbs['_nodes'][self.node] = {
+                    '_id': self.node, '_rev': _new_rev()}
         server = http.server.ThreadingHTTPServer(('127.0.0.1', self.port),
                                                  _handler_for(self))
         server.daemon_threads = True
@@ -187,7 +266,10 @@ class FakeCouchDB:
         self._thread.join(5)
 
     def load_ini_admins(self, config_dir):
-        """Read [admins] of <config_dir>/local.d/*.ini, as CouchDB at start."""
+        """Read <config_dir>/local.d/*.ini as CouchDB at start.
+
+        Only [admins] and [couchdb] uuid are read; later files win.
+        """
         local_d = os.path.join(config_dir, 'local.d')
         if not os.path.isdir(local_d):
             return
@@ -199,6 +281,10 @@ class FakeCouchDB:
             if parser.has_section('admins'):
                 for user, value in parser.items('admins'):
                     self.set_admin(user, value)
+            if parser.has_option('couchdb', 'uuid'):
+                with self.lock:
+                    self.config['couchdb']['uuid'] = parser.get('couchdb',
+                                                                'uuid')
 
     # -- state helpers ----------------------------------------------------
 
@@ -220,6 +306,31 @@ class FakeCouchDB:
 
     def user_doc(self, name):
         return self.dbs['_users']['docs'].get('org.couchdb.user:' + name)
+
+    def set_shard_map(self, doc):
+        """Store a ``_dbs`` document (a new revision); return its _rev."""
+        with self.lock:
+            current = self.local_dbs['_dbs'].get(doc['_id'])
+            rev = _new_rev(current and current['_rev'])
+            stored = _copy(doc)
+            stored['_rev'] = rev
+            self.local_dbs['_dbs'][doc['_id']] = stored
+            return rev
+
+    def shard_map_of(self, db_name):
+        with self.lock:
+            doc = self.local_dbs['_dbs'].get(db_name)
+            return None if doc is None else _copy(doc)
+
+    def check_shards(self, db_name):
+        """500 nodedown when no range of the database is on this node."""
+        if self.version != '3':
+            return
+        doc = self.local_dbs['_dbs'].get(db_name)
+        if doc is None:
+            return
+        if self.node not in (doc.get('by_node') or {}):
+            raise HTTPError(500, 'nodedown', 'progress not possible')
 
     def set_job_state(self, doc_id, state, error=None):
         """What _scheduler/docs says of the _replicator document doc_id."""
@@ -416,6 +527,8 @@ class _Routes:
             return 200, sorted(self.fake.dbs)
         if self.fake.version == '3' and seg[:2] == ['_node', '_local']:
             return self.node(seg[2:])
+        if self.fake.version == '3' and seg == ['_membership']:
+            return self.membership()
         if self.fake.version == '1' and head == '_config':
             return self.config(seg[1:])
         if self.fake.version == '1' and seg == ['_restart']:
@@ -430,7 +543,8 @@ class _Routes:
     def root(self):
         version = '3.5.0' if self.fake.version == '3' else '1.6.1'
         return 200, {'couchdb': 'Welcome', 'version': version,
-                     'uuid': '85fb71bf700c17267fef77535820e371',
+                     'uuid': self.fake.config['couchdb'].get(
+                         'uuid', '85fb71bf700c17267fef77535820e371'),
                      'vendor': {'name': 'The Apache Software Foundation'}}
 
     def up(self):
@@ -449,7 +563,87 @@ class _Routes:
             return self.config(rest[1:])
         if rest == ['_restart'] and self.method == 'POST':
             return self.restart()
+        if not rest and self.method == 'GET':
+            _require_admin(self.ctx)
+            return 200, {'name': self.fake.node}
+        if rest and rest[0] in NODE_LOCAL_DBS:
+            _require_admin(self.ctx)
+            return self.node_local_db(rest[0], rest[1:])
         raise HTTPError(404, 'not_found', 'missing')
+
+    def membership(self):
+        _require_admin(self.ctx)
+        if self.method != 'GET':
+            raise HTTPError(405, 'method_not_allowed', self.method)
+        nodes = sorted(i for i in self.fake.local_dbs['_nodes']
+                       if not i.startswith('_design/'))
+        return 200, {'all_nodes': [self.fake.node], 'cluster_nodes': nodes}
+
+    def node_local_db(self, name, rest):
+        """/_node/_local/_dbs and /_node/_local/_nodes (admins only)."""
+        docs = self.fake.local_dbs[name]
+        if not rest:
+            if self.method != 'GET':
+                raise HTTPError(405, 'method_not_allowed', self.method)
+            return 200, {'db_name': name, 'doc_count': len(docs)}
+        if rest == ['_all_docs']:
+            return self.local_all_docs(docs)
+        # Ids of _dbs are database names: "_users" is a document here.
+        if len(rest) == 2 and rest[0] == '_design':
+            doc_id = '_design/' + rest[1]
+        elif len(rest) == 1:
+            doc_id = rest[0]
+        else:
+            raise HTTPError(404, 'not_found', 'missing')
+        current = docs.get(doc_id)
+        if self.method == 'GET':
+            if current is None:
+                raise HTTPError(404, 'not_found', 'missing')
+            return 200, current
+        rev = self.query.get('rev')
+        if self.method == 'PUT' and isinstance(self.body, dict):
+            rev = self.body.get('_rev') or rev
+        if (current is None and rev) or (
+                current is not None and rev != current['_rev']):
+            raise HTTPError(409, 'conflict', 'Document update conflict.')
+        if self.method == 'PUT':
+            if not isinstance(self.body, dict):
+                raise HTTPError(400, 'bad_request',
+                                'Document must be a JSON object')
+            new_rev = _new_rev(rev)
+            docs[doc_id] = dict(_copy(self.body), _id=doc_id, _rev=new_rev)
+            return 201, {'ok': True, 'id': doc_id, 'rev': new_rev}
+        if self.method == 'DELETE':
+            if current is None:
+                raise HTTPError(404, 'not_found', 'missing')
+            del docs[doc_id]
+            return 200, {'ok': True, 'id': doc_id, 'rev': _new_rev(rev)}
+        raise HTTPError(405, 'method_not_allowed', self.method)
+
+    def local_all_docs(self, docs):
+        if self.method != 'GET':
+            raise HTTPError(405, 'method_not_allowed', self.method)
+        start = json.loads(self.query.get('startkey', 'null'))
+        end = json.loads(self.query.get('endkey', 'null'))
+        skip = int(self.query.get('skip', '0'))
+        limit = self.query.get('limit')
+        include = self.query.get('include_docs') == 'true'
+        ids = [i for i in sorted(docs)
+               if (start is None or i >= start)
+               and (end is None or i <= end)]
+        offset = len(docs) - len(ids) + skip
+        ids = ids[skip:]
+        if limit is not None:
+            ids = ids[:int(limit)]
+        rows = []
+        for doc_id in ids:
+            row = {'id': doc_id, 'key': doc_id,
+                   'value': {'rev': docs[doc_id]['_rev']}}
+            if include:
+                row['doc'] = _copy(docs[doc_id])
+            rows.append(row)
+        return 200, {'total_rows': len(docs), 'offset': offset,
+                     'rows': rows}
 
     def restart(self):
         _require_admin(self.ctx)
@@ -520,7 +714,7 @@ class _Routes:
         return {'database': replicator, 'doc_id': doc['_id'],
                 'id': None if terminal else uuid.uuid5(
                     uuid.NAMESPACE_URL, doc['_id']).hex + '+continuous',
-                'node': 'couchdb@127.0.0.1',
+                'node': self.fake.node,
                 'source': _redacted(doc.get('source')),
                 'target': _redacted(doc.get('target')),
                 'source_proxy': None, 'target_proxy': None,
@@ -534,6 +728,11 @@ class _Routes:
         if name not in dbs:
             raise HTTPError(404, 'not_found', 'Database does not exist.')
         db = dbs[name]
+        self.fake.check_shards(name)
+        if rest == ['_shards'] and self.fake.version == '3':
+            _check_member(self.ctx, db['security'])
+            doc = self.fake.local_dbs['_dbs'].get(name) or {}
+            return 200, {'shards': doc.get('by_range', {})}
         if rest == ['_security']:
             return self.security(name, db)
         doc_id = _doc_id(rest)
@@ -562,6 +761,7 @@ class _Routes:
             if name not in dbs:
                 raise HTTPError(404, 'not_found', 'Database does not exist.')
             db = dbs[name]
+            self.fake.check_shards(name)
             _check_member(self.ctx, db['security'])
             deleted = sum(1 for info in db['history'].values()
                           if info['deleted'])
@@ -583,11 +783,14 @@ class _Routes:
                                 'file already exists.')
             security = _ADMIN_ONLY if self.fake.version == '3' else {}
             dbs[name] = _new_db(security)
+            if self.fake.version == '3':
+                self.fake.set_shard_map(shard_map(name, self.fake.node))
             return 201, {'ok': True}
         if self.method == 'DELETE':
             if name not in dbs:
                 raise HTTPError(404, 'not_found', 'Database does not exist.')
             del dbs[name]
+            self.fake.local_dbs['_dbs'].pop(name, None)
             if name == '_replicator':
                 self.fake.job_states.clear()
             return 200, {'ok': True}

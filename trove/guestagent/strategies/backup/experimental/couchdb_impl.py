@@ -4,9 +4,10 @@ The stream is ``tar | gzip (parallel) | AES-256-GCM`` straight into the
 storage, each stage in its own thread with bounded hand-offs.  The archive
 holds the data directory in the order CouchDB's documentation asks (indexes
 before databases) and, last, ``meta/backup.json``: the server's admins (as
-CouchDB's own password hashes), its uuid and every database's document
-count when the backup started, which the restore uses to bring the instance
-back and to verify it.
+CouchDB's own password hashes), its uuid, on CouchDB 2.x/3.x its node name
+(``GET /_node/_local``, which the databases' shard maps name) and every
+database's document count when the backup started, which the restore uses
+to bring the instance back and to verify it.
 """
 
 import json
@@ -80,6 +81,8 @@ class CouchDBBackup(base.BackupRunner):
             'version': client.server_info().get('version'),
             'admins': client.config_get('admins') or {},
             'uuid': _config_value(client, 'couchdb', 'uuid'),
+            'node': (node_name(client) if client.api_version == couch.API_V3
+                     else None),
             'databases': databases}
 
     def stream(self, meta, progress):
@@ -115,6 +118,18 @@ class CouchDBBackup(base.BackupRunner):
 
 def _threads():
     return CONF.backup_compression_threads or os.cpu_count() or 1
+
+
+def node_name(client):
+    """The Erlang node name of a CouchDB 2.x/3.x server: ``couchdb@host``.
+
+    ``GET /_node/_local`` answers ``{"name": "couchdb@host"}``; the shard
+    maps of the node-local ``_dbs`` database place shards by this name.
+    None when the server answers 404 (no such endpoint).
+    """
+    answer = client.get_or_none(['_node', '_local'])
+    name = answer.get('name') if isinstance(answer, dict) else None
+    return name or None
 
 
 def _config_value(client, section, key):

@@ -8,9 +8,27 @@ directory, member by member under the archive safety rules.  Only when the
 whole stream has been read and verified does the staged data replace the
 old.  Then CouchDB starts, the server's admins and uuid come back, and every
 database of the backup must open with at least the documents it had.
+
+The uuid is written into CouchDB's runtime ini file before CouchDB starts on
+the restored data: CouchDB's replicator hashes the server uuid into every
+replication id, and so into the name of its checkpoints, and starts the jobs
+of ``_replicator`` as soon as the server is up.  Set later, the jobs would
+start from sequence 0 under a new id.
+
+On CouchDB 2.x/3.x the shard map of every database (a document of the
+node-local ``_dbs`` database) names the node its shards live on, by Erlang
+node name.  When this server's node name (``GET /_node/_local``) is not the
+one the backup was made on, the maps are rewritten to name this node, as
+CouchDB's "Moving a shard" procedure updates cluster metadata: ``by_node``,
+``by_range`` and the ``changelog`` entries, each document PUT back with its
+``_rev``, then the old node leaves ``_nodes``.  A backup whose maps place
+shards on more than one node (a cluster) is refused.
 """
 
+import copy
 import json
+import os
+import re
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -20,7 +38,9 @@ from trove.guestagent.backup import compression
 from trove.guestagent.backup import encryption
 from trove.guestagent.backup import extract
 from trove.guestagent.backup import pipeline
+from trove.common import files
 from trove.guestagent.backup import storage as storage_mod
+from trove.guestagent.datastore.experimental.couchdb import client as couch
 from trove.guestagent.datastore.experimental.couchdb import service
 from trove.guestagent.datastore.experimental.couchdb import system
 from trove.guestagent.strategies.backup.experimental import couchdb_impl
@@ -32,6 +52,14 @@ LOG = logging.getLogger(__name__)
 # Where upstream Trove's `tar cpPf - /var/lib/couchdb` backups keep data.
 LEGACY_ROOT = '/var/lib/couchdb/'
 GZIP_MAGIC = b'\x1f\x8b'
+# The node-local databases of CouchDB 2.x/3.x.
+SHARD_MAPS = ('_node', '_local', '_dbs')
+NODES = ('_node', '_local', '_nodes')
+# Shard maps read per GET of _dbs/_all_docs.
+SHARD_MAP_PAGE = 500
+# What a CouchDB uuid may look like before it goes into an ini file.
+_UUID = re.compile(r'^[A-Za-z0-9._-]{1,128}$')
+_INI_SECTION = re.compile(r'^\s*\[([^\]]*)\]\s*$')
 
 
 class RestoreVerificationError(exception.TroveError):
@@ -47,15 +75,19 @@ class CouchDBRestore(base.RestoreRunner):
         self.app.stop_db()
         result = self._extract()
         self.app.set_data_ownership(self.restore_location)
-        self.app.start_db()
         meta = result.extra(couchdb_impl.META_NAME)
+        meta = None if meta is None else json.loads(meta)
+        if meta and meta.get('uuid'):
+            # Before CouchDB starts: its replicator hashes the uuid.
+            self._preset_uuid(meta['uuid'])
+        self.app.start_db()
+        self._adopt_shard_maps(meta or {})
         if meta is None:
             LOG.info("Backup %s has no metadata (an upstream Trove backup): "
                      "checking that its databases open",
                      self.backup_info.get('id'))
             self._verify({})
             return
-        meta = json.loads(meta)
         self._restore_config(meta)
         self._verify(meta.get('databases') or {})
 
@@ -104,7 +136,129 @@ class CouchDBRestore(base.RestoreRunner):
                 client.config_delete('admins', name, missing_ok=True)
         self.app.credentials.clear_root_password()
         if meta.get('uuid'):
-            client.config_set('couchdb', 'uuid', meta['uuid'])
+            previous = client.config_set('couchdb', 'uuid', meta['uuid'])
+            if previous and previous != meta['uuid']:
+                LOG.warning("CouchDB started with uuid %s, not the backup's "
+                            "%s: replications that started meanwhile keep "
+                            "checkpoints under another id", previous,
+                            meta['uuid'])
+
+    def _preset_uuid(self, uuid):
+        """Put the backup's uuid in the runtime ini while CouchDB is down.
+
+        CouchDB keeps what its config API sets in the last file of its ini
+        chain, ``local.d/99-trove-runtime.ini``, so a uuid there wins over
+        any other file when CouchDB starts.
+        """
+        if not _UUID.match(uuid):
+            LOG.warning("The backup's uuid %r is not a CouchDB uuid; it is "
+                        "set after CouchDB starts", uuid)
+            return
+        path = os.path.join(self.app.local_d(), service.RUNTIME_INI_FILE)
+        set_ini_value(path, 'couchdb', 'uuid', uuid)
+        LOG.info("CouchDB will start with the backup's uuid %s", uuid)
+
+    # -- node name --------------------------------------------------------
+
+    def _adopt_shard_maps(self, meta):
+        """Make the shard maps name this node (CouchDB 2.x/3.x).
+
+        The node the backup was made on is ``meta['node']``; a backup that
+        did not record it is read from the maps: the one node they name.
+        Nothing is written before every map has been checked.
+        """
+        client = self.app.client
+        if client.api_version != couch.API_V3:
+            return
+        here = couchdb_impl.node_name(client)
+        if here is None:
+            LOG.warning("CouchDB does not tell its node name (GET "
+                        "/_node/_local); its shard maps stay as restored")
+            return
+        maps = list(_shard_maps(client))
+        placed = set()
+        for doc in maps:
+            placed |= _placement(doc)
+        old = meta.get('node') or _only(placed - {here})
+        foreign = placed - {old, here}
+        shared = [doc['_id'] for doc in maps
+                  if old != here and {old, here} <= _placement(doc)]
+        if foreign or shared:
+            made_on = (' (the backup was made on %s)' % old
+                       if meta.get('node') else '')
+            raise exception.GuestStateError(
+                reason="The backup's shard maps place databases on %d "
+                       "nodes, %s%s: a backup of a CouchDB cluster cannot "
+                       "be restored on the single node %s."
+                       % (len(placed), ', '.join(sorted(placed)), made_on,
+                          here))
+        if old is None or old == here:
+            LOG.info("The shard maps of the %d databases already name this "
+                     "node %s", len(maps), here)
+            return
+        moved = []
+        for doc in maps:
+            if old in _placement(doc):
+                self._move_shard_map(client, doc, old, here)
+                moved.append(doc['_id'])
+        self._forget_node(client, old)
+        LOG.info("Moved the shard maps of %d databases from node %s (the "
+                 "backup's) to node %s", len(moved), old, here)
+        self._wait_for_shard_maps(client, moved, here)
+
+    def _move_shard_map(self, client, doc, old, new, attempts=3):
+        """PUT the map renamed; on a conflict read it again and retry."""
+        segments = list(SHARD_MAPS) + [doc['_id']]
+        for attempt in range(attempts):
+            renamed = rename_node(doc, old, new)
+            try:
+                client.request('PUT', segments, json=renamed)
+                break
+            except exception.CouchDBConflict:
+                if attempt + 1 == attempts:
+                    raise
+                LOG.debug("The shard map of %s changed; reading it again",
+                          doc['_id'])
+                doc = client.request('GET', segments)
+        LOG.info("Shard map of database %s: %d ranges moved from node %s "
+                 "to %s", doc['_id'], len(renamed.get('by_range') or {}),
+                 old, new)
+
+    def _forget_node(self, client, node):
+        """Remove the backup's node from _nodes: it holds no shard now."""
+        segments = list(NODES) + [node]
+        try:
+            doc = client.get_or_none(segments)
+            if doc is None:
+                return
+            client.request('DELETE', segments, params={'rev': doc['_rev']},
+                           expected=(200, 202, 404))
+        except exception.CouchDBError as exc:
+            LOG.warning("Could not remove node %s from _nodes (%s); GET "
+                        "/_membership still lists it", node, exc)
+            return
+        LOG.info("Removed node %s from this server's cluster nodes", node)
+
+    def _wait_for_shard_maps(self, client, dbs, node):
+        """Until CouchDB's shard cache shows every moved map on ``node``."""
+        pending = set(dbs)
+        timeout = CONF.state_change_wait_time
+        for _attempt in couch.polling_loop(timeout, self.app.poll_interval):
+            for db in sorted(pending):
+                try:
+                    shards = (client.get_or_none([db, '_shards'])
+                              or {}).get('shards') or {}
+                except exception.CouchDBError as exc:
+                    LOG.debug("Shards of %s: %s", db, exc)
+                    continue
+                if shards and all(nodes == [node]
+                                  for nodes in shards.values()):
+                    pending.discard(db)
+            if not pending:
+                return
+        LOG.warning("After %s seconds CouchDB still places shards of %s "
+                    "elsewhere than on %s", timeout,
+                    ', '.join(sorted(pending)), node)
 
     def _verify(self, expected):
         """Every database opens with at least the documents it had."""
@@ -122,6 +276,99 @@ class CouchDBRestore(base.RestoreRunner):
             raise RestoreVerificationError(
                 "The restored data is incomplete: %s." % '; '.join(problems))
         LOG.info("Verified %d databases after the restore", len(present))
+
+
+def _shard_maps(client):
+    """Every shard map of the node-local _dbs (design documents skipped)."""
+    last = None
+    while True:
+        options = {'include_docs': True, 'limit': SHARD_MAP_PAGE}
+        if last is not None:
+            options.update(startkey=last, skip=1)
+        rows = client.request('GET', list(SHARD_MAPS) + ['_all_docs'],
+                              params=couch.query_params(**options))['rows']
+        for row in rows:
+            if not row['id'].startswith('_design/') and row.get('doc'):
+                yield row['doc']
+        if len(rows) < SHARD_MAP_PAGE:
+            return
+        last = rows[-1]['id']
+
+
+def _placement(doc):
+    """The nodes a shard map places shard replicas on."""
+    nodes = set(doc.get('by_node') or {})
+    for replicas in (doc.get('by_range') or {}).values():
+        nodes.update(replicas or [])
+    return nodes
+
+
+def _only(nodes):
+    return next(iter(nodes)) if len(nodes) == 1 else None
+
+
+def rename_node(doc, old, new):
+    """A copy of a shard map with node ``old`` called ``new``.
+
+    ``by_node``'s key, the ``by_range`` lists and the node of each
+    ``changelog`` entry ([action, range, node]) change; every other field,
+    ``_id`` and ``_rev`` included, stays as it was.
+    """
+    doc = copy.deepcopy(doc)
+
+    def name(node):
+        return new if node == old else node
+
+    if isinstance(doc.get('by_node'), dict):
+        doc['by_node'] = {name(node): ranges
+                          for node, ranges in doc['by_node'].items()}
+    if isinstance(doc.get('by_range'), dict):
+        doc['by_range'] = {rng: [name(node) for node in nodes or []]
+                           for rng, nodes in doc['by_range'].items()}
+    if isinstance(doc.get('changelog'), list):
+        doc['changelog'] = [
+            entry[:2] + [name(entry[2])] + entry[3:]
+            if isinstance(entry, list) and len(entry) >= 3 else entry
+            for entry in doc['changelog']]
+    return doc
+
+
+def set_ini_value(path, section, key, value):
+    """Set ``key = value`` in ``[section]`` of an ini file, line by line.
+
+    The file's other lines stay as they are (CouchDB edits its ini files
+    the same way); duplicate definitions of the key in the section go.
+    """
+    try:
+        with open(path, encoding='utf-8') as stream:
+            lines = stream.read().splitlines(keepends=True)
+        stat = os.stat(path)
+        mode, owner = stat.st_mode & 0o777, (stat.st_uid, stat.st_gid)
+    except FileNotFoundError:
+        lines, mode, owner = [], 0o640, service.couchdb_owner()
+    setting = '%s = %s\n' % (key, value)
+    key_line = re.compile(r'^\s*%s\s*=' % re.escape(key))
+    out, current, done = [], None, False
+    for line in lines:
+        header = _INI_SECTION.match(line)
+        if header:
+            if current == section and not done:
+                out.append(setting)
+                done = True
+            current = header.group(1).strip()
+        elif current == section and key_line.match(line):
+            if not done:
+                out.append(setting)
+                done = True
+            continue
+        out.append(line)
+    if out and not out[-1].endswith('\n'):
+        out.append('\n')
+    if not done:
+        if current != section:
+            out.append('\n[%s]\n' % section if out else '[%s]\n' % section)
+        out.append(setting)
+    files.write_atomically(path, ''.join(out).encode('utf-8'), mode, owner)
 
 
 def _peek(chunks):
