@@ -63,8 +63,8 @@ from trove.instance.tasks import InstanceTasks
 from trove import rpc
 
 MANAGER = 'trove.guestagent.datastore.experimental.couchdb.manager.Manager'
-# Trove 26's datastore_versions.repl_strategy is NOT NULL; CouchDB has no
-# replication, the value only has to name the [couchdb] namespace's class.
+# Trove 26's datastore_versions.repl_strategy (NOT NULL): this project's
+# replication strategy, as the operator guide registers it.
 REPL_STRATEGY = ('trove.guestagent.strategies.replication.experimental.'
                  'couchdb_impl.CouchDBReplication')
 TENANT = 'tenant-1'
