@@ -197,9 +197,10 @@ def test_replica_follows_its_source(master, make_replica):
     assert info['replica_id'] == replica.id
     master.api.cleanup_source_on_replica_detach(info)
     # The last replica has gone: the account's password is rotated.
-    old_login = requests.get(master.url('_session'), timeout=10,
-                             auth=(account['user'], account['password']))
-    assert old_login.status_code == 401, old_login.text
+    _wait(lambda: requests.get(
+        master.url('_session'), timeout=10,
+        auth=(account['user'], account['password'])).status_code == 401,
+        10, 'the old replication password refused')
     assert alice.put(replica.url('shop', 'mine'), json={'v': 1},
                      timeout=10).status_code == 201
     writer.put(master.url('shop', 'after-detach'), json={'v': 1},

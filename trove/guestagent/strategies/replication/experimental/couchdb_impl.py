@@ -473,6 +473,12 @@ class CouchDBReplication:
     def periodic(self):
         """The upkeep pass the agent runs every replication_sync_interval."""
         with self._lock:
+            state = self.state.read()
+            if not state.get('master') and not state.get('source_password'):
+                # Neither a source nor a replica (any more).
+                self._problems.clear()
+                self._report_problems()
+                return
             if self.client.health() is not couch.Health.UP:
                 return      # the heartbeat reports a stopped CouchDB
             try:
