@@ -194,6 +194,8 @@ def test_replica_follows_its_source(master, make_replica):
     assert replicated >= txn['shop']
     # Per database, how far the replica has got in the source's sequence.
     assert replica.api.get_latest_txn_id()['shop'] >= txn['shop']
+    lag = replica.api.get_diagnostics()['replication']['shop']
+    assert lag['replicated_seq'] >= txn['shop'] and lag['behind'] >= 0
 
     # Restart the replica's CouchDB: replication resumes.
     replica.api.restart()

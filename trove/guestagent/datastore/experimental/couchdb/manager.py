@@ -94,7 +94,10 @@ class Manager(manager.Manager):
                 'disk_used_bytes': disk, 'compactions_running': compacting,
                 'replication_jobs': len([
                     row for row in client.all_docs(system.REPLICATOR_DB)[
-                        'rows'] if not row['id'].startswith('_design/')])}
+                        'rows'] if not row['id'].startswith('_design/')]),
+                # On a replica, per database: the source's update_seq, the
+                # sequence verified here and how many changes behind.
+                'replication': self.replication.status()}
 
     def periodic_tasks(self):
         return [(self._replication_upkeep,
