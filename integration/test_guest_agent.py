@@ -223,7 +223,9 @@ def test_filesystem_stats_shape(prepared_guest):
 
 def test_diagnostics_are_real_numbers(prepared_guest):
     api = prepared_guest.api
-    api.create_database([_db('shop')])
+    api.create_database([_db('shop')])      # casts: one after the other
+    _wait(lambda: _names(api.list_databases()) == ['shop'],
+          what='the database')
     api.create_user([_user('alice', 'alice-pw', ['shop'])])
     _wait(lambda: api.get_user('alice', '%'), what='the user')
     answer = prepared_guest.session('alice', 'alice-pw').post(
@@ -246,7 +248,9 @@ def test_diagnostics_are_real_numbers(prepared_guest):
 
 def test_compaction_can_be_requested_and_observed(prepared_guest):
     api = prepared_guest.api
-    api.create_database([_db('shop')])
+    api.create_database([_db('shop')])      # casts: one after the other
+    _wait(lambda: _names(api.list_databases()) == ['shop'],
+          what='the database')
     api.create_user([_user('alice', 'alice-pw', ['shop'])])
     _wait(lambda: api.get_user('alice', '%'), what='the user')
     alice = prepared_guest.session('alice', 'alice-pw')

@@ -54,18 +54,23 @@ def _has_doc(guest, db, doc_id):
 
 
 def _gone_from_replica(master, replica, db):
-    """Whether ``db``, deleted on the source, is gone from the replica.
+    """Whether the replica's agent deleted ``db`` after the source did.
 
-    pouchdb-server re-creates a database on a write to it, a replication
-    checkpoint included (CouchDB answers 404): when the replica's job
-    writes its checkpoint to the source just after the deletion, the
-    deletion does not stick there, so it is repeated, as a tenant would.
+    pouchdb-server creates a database on any write to it (CouchDB answers
+    404): a replication checkpoint written just after a deletion undoes
+    it on the source, and the write of a job stopping just after the
+    agent deleted its database brings it back on the replica.  Both are
+    the stand-in's doing, so they are undone here, and what is asserted
+    is the agent's own deletion.
     """
-    if _doc_count(replica, db) is None:
-        return True
     if _doc_count(master, db) is not None:
         _admin(master).delete(master.url(db), timeout=10)
-    return False
+        return False
+    deleted = ('Database %s: deleted on the source, deleted here' % db
+               in replica.agent.log_text())
+    if deleted and _doc_count(replica, db) is not None:
+        _admin(replica).delete(replica.url(db), timeout=10)
+    return deleted and _doc_count(replica, db) is None
 
 
 def _create_replica(master, replica):

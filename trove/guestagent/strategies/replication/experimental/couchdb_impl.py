@@ -56,9 +56,6 @@ REPLICAS_FIELD = 'trove_replicas'
 # catches up), wait_for_txn and get_last_txn take up to CHECK_ROUNDS.
 CHECK_BATCH = 1000
 CHECK_ROUNDS = 20
-# Seconds a database deleted because the source deleted it is watched
-# for a stopping job's last writes.
-DROP_WATCH = 60.0
 # Timeout of the calls a replica makes to a source that may be gone.
 BEST_EFFORT_TIMEOUT = 5.0
 _WILDCARD_ADDRESSES = ('0.0.0.0', '::', '')
@@ -272,8 +269,6 @@ class CouchDBReplication:
         self._progress = {}
         self._problems = {}
         self._reported = {}
-        # {database: when}: deleted here because the source deleted them.
-        self._dropped = {}
 
     @property
     def client(self):
@@ -704,7 +699,6 @@ class CouchDBReplication:
                     LOG.debug("Database %s is gone from the source", db)
             for db in sorted(set(jobs) - set(databases)):
                 self._drop(db, jobs[db])
-            self._finish_drops(databases)
             self._check_jobs(databases, jobs)
             self._save_progress()
         finally:
@@ -782,25 +776,7 @@ class CouchDBReplication:
             self.client.request('DELETE', [db], expected=(200, 404))
         self._progress.pop(db, None)
         self._problems.pop(db, None)
-        self._dropped[db] = time.monotonic()
         LOG.info("Database %s: deleted on the source, deleted here", db)
-
-    def _finish_drops(self, databases):
-        """Delete again what a stopping job wrote after its database went.
-
-        A job stops asynchronously once its document is deleted; a
-        server that creates databases on demand (pouchdb-server does)
-        can get the database back from its last writes.
-        """
-        for db, when in sorted(self._dropped.items()):
-            if db in databases:
-                del self._dropped[db]           # the source has it again
-            elif self.client.exists([db]):
-                self.client.request('DELETE', [db], expected=(200, 404))
-                LOG.info("Database %s: deleted again (its stopped job "
-                         "wrote to it)", db)
-            elif time.monotonic() - when > DROP_WATCH:
-                del self._dropped[db]
 
     def _remove_jobs(self):
         for db, job in self._jobs().items():
