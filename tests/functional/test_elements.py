@@ -5,7 +5,9 @@ PyPI).  The elements' scripts run for real against a scratch root
 (TROVE_ELEMENT_ROOT), with the real gpg on keys made here and stubs for
 the commands that would touch the network or the host (curl, apt-get,
 dnf, systemctl, debconf-set-selections, user and owner changes, python3's
-venv), each stub recording its argv.
+venv), each stub recording its argv.  The [couchdb] configuration file
+the image ships is loaded with the agent's options through oslo.config,
+as trove-guestagent --config-dir loads it.
 """
 
 import hashlib
@@ -393,3 +395,129 @@ def test_agent_install_prefers_a_staged_wheel(stage, tmp_path):
               TROVE_GUESTAGENT_STAGED=str(source)))
     assert (f'python -m pip install --no-cache-dir --upgrade {wheel}'
             in stage.log.read_text())
+
+
+# ------------------------------------ [couchdb] options of the package layout
+
+FRAGMENT_SOURCE = GUEST / 'install.d' / 'couchdb-package.conf'
+FRAGMENT = 'etc/trove/conf.d/00-couchdb-package.conf'
+# Where the Apache CouchDB 3.x packages (deb and rpm alike) put CouchDB.
+# Their /opt/couchdb/data is a symbolic link to /var/lib/couchdb: the
+# volume is mounted on the directory, since `chown -R` (the agent's
+# set_data_ownership) and os.path.ismount do not follow a link.
+PACKAGE_LAYOUT = {
+    'config_dir': '/opt/couchdb/etc',
+    'mount_point': '/var/lib/couchdb',
+    'couchdb_user': 'couchdb',
+    'couchdb_group': 'couchdb',
+    'service_manager': 'systemd',
+    'service_name': 'couchdb',
+    'server_log_file': '/var/log/couchdb/couchdb.log',
+}
+
+
+def _agent_conf(conf_dir):
+    """The agent's options loaded as trove-guestagent loads them.
+
+    A fresh ConfigOpts with every option of trove.common.cfg, read from
+    ``--config-dir`` only (no default files, no environment).
+    """
+    from oslo_config import cfg
+
+    from trove.common import cfg as trove_cfg
+    conf = cfg.ConfigOpts()
+    trove_cfg.register_opts(conf)
+    conf(['--config-dir', str(conf_dir)], project='trove',
+         prog='trove-guestagent', default_config_files=[],
+         default_config_dirs=[], use_env=False)
+    return conf
+
+
+@pytest.fixture
+def installed(stage, tmp_path):
+    """The scratch root after install.d/75-trove-guestagent ran."""
+    source = tmp_path / 'staged'
+    source.mkdir()
+    script = GUEST / 'install.d' / '75-trove-guestagent'
+
+    def run():
+        return _ok(stage(script, TROVE_GUESTAGENT_STAGED=str(source)))
+
+    run()
+    stage.rerun = run
+    return stage
+
+
+def test_package_fragment_is_installed_root_trove_0640(installed):
+    fragment = installed.root / FRAGMENT
+    assert fragment.read_bytes() == FRAGMENT_SOURCE.read_bytes()
+    assert _mode(fragment) == 0o640
+    # The same group and no wider mode than the directory Trove writes to.
+    assert f'chown root:trove {fragment}' in installed.log.read_text()
+    assert _mode(fragment.parent) == 0o750
+    # Data for the script, not a hook dib-run-parts would run.
+    assert not os.access(FRAGMENT_SOURCE, os.X_OK)
+    # oslo.config reads *.conf in name order and the last value wins: the
+    # files Trove injects must come after this one.
+    assert sorted([fragment.name, 'guest_info.conf',
+                   'trove-guestagent.conf'])[0] == fragment.name
+
+
+def test_package_fragment_is_rewritten_only_when_it_changes(installed):
+    fragment = installed.root / FRAGMENT
+    inode = fragment.stat().st_ino
+    installed.rerun()
+    assert fragment.stat().st_ino == inode
+    assert not fragment.with_name(fragment.name + '.new').exists()
+
+    fragment.write_text('[couchdb]\nconfig_dir = /etc/couchdb\n')
+    fragment.chmod(0o644)
+    installed.rerun()
+    assert fragment.read_bytes() == FRAGMENT_SOURCE.read_bytes()
+    assert _mode(fragment) == 0o640
+
+
+def test_package_fragment_sets_registered_couchdb_options_only():
+    import configparser
+
+    from trove.common import cfg as trove_cfg
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(FRAGMENT_SOURCE.read_text())
+    assert parser.sections() == ['couchdb']
+    assert dict(parser.defaults()) == {}
+    registered = {opt.dest for opt in trove_cfg.couchdb_opts}
+    assert set(parser['couchdb']) <= registered
+    # The same options on the agent's global CONF, [couchdb] group.
+    assert set(parser['couchdb']) <= set(trove_cfg.CONF.couchdb)
+    assert dict(parser['couchdb']) == PACKAGE_LAYOUT
+
+
+def test_package_fragment_gives_the_agent_the_3x_layout(installed):
+    conf_dir = installed.root / 'etc/trove/conf.d'
+    (conf_dir / 'guest_info.conf').write_text(
+        '[DEFAULT]\nguest_id = 1f2e3d4c-0000-4000-8000-000000000001\n'
+        'datastore_manager = couchdb\n')
+    conf = _agent_conf(conf_dir)
+    assert {name: conf.couchdb[name] for name in PACKAGE_LAYOUT} == \
+        PACKAGE_LAYOUT
+    assert conf.datastore_manager == 'couchdb'
+    # Without the fragment the agent would look in the 1.6 layout.
+    (conf_dir / '00-couchdb-package.conf').unlink()
+    assert _agent_conf(conf_dir).couchdb.config_dir == '/etc/couchdb'
+
+
+def test_operator_trove_guestagent_conf_overrides_the_fragment(installed):
+    conf_dir = installed.root / 'etc/trove/conf.d'
+    (conf_dir / 'guest_info.conf').write_text(
+        '[DEFAULT]\ndatastore_manager = couchdb\n')
+    (conf_dir / 'trove-guestagent.conf').write_text(
+        '[DEFAULT]\nreport_interval = 10\n\n'
+        '[couchdb]\nmount_point = /srv/couchdb\n'
+        'service_name = couchdb-custom\n')
+    conf = _agent_conf(conf_dir)
+    assert conf.couchdb.mount_point == '/srv/couchdb'
+    assert conf.couchdb.service_name == 'couchdb-custom'
+    assert conf.report_interval == 10
+    # What the operator did not set still comes from the fragment.
+    assert conf.couchdb.config_dir == '/opt/couchdb/etc'
+    assert conf.couchdb.couchdb_user == 'couchdb'
