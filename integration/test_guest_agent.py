@@ -14,19 +14,14 @@ import time
 import pytest
 import requests
 
+from integration.scenario import control_plane
 from trove.common import exception
 
 NOTIFICATION = {'notification_classname': 'trove.common.notification.Test',
                 'server_type': 'api', 'request_id': 'req-x'}
 
-
-def _db(name):
-    return {'_name': name, '_collate': None, '_character_set': None}
-
-
-def _user(name, password, databases=()):
-    return {'_name': name, '_password': password, '_host': '%',
-            '_databases': [_db(d) for d in databases]}
+_db = control_plane.database
+_user = control_plane.user
 
 
 def _names(listing):
@@ -205,12 +200,20 @@ def test_killed_couchdb_is_reported_then_restart_recovers(prepared_guest):
     assert requests.get(g.couchdb.url + '/', timeout=5).ok
 
 
-def test_stop_db_reports_shutdown(prepared_guest):
-    g = prepared_guest
-    g.api.stop_db(do_not_start_on_reboot=True)
-    g.conductor.wait_for_status(g.id, 'shutdown', timeout=20)
-    g.api.start_db_with_conf_changes(None)
-    g.conductor.wait_for_status(g.id, 'running', timeout=20)
+def test_stop_and_start_report_the_new_status_at_once(guest_factory):
+    # Heartbeats every 10 minutes: only the agent's immediate report (as
+    # upstream's update_db=True) can tell the conductor in time, and
+    # Trove's resize and delete flows wait for it.
+    g = guest_factory(report_interval=600)
+    assert g.prepare_and_wait().kwargs['payload'][
+        'service_status'] == 'running'
+    for call, status in (
+            (lambda: g.api.stop_db(do_not_start_on_reboot=True), 'shutdown'),
+            (lambda: g.api.start_db_with_conf_changes(None), 'running'),
+            (g.api.restart, 'running')):
+        since = time.time()
+        call()
+        g.conductor.wait_for_status(g.id, status, timeout=5, since=since)
 
 
 def test_filesystem_stats_shape(prepared_guest):

@@ -190,19 +190,23 @@ class Manager(manager.Manager):
             return
         conductor_api.API(context).report_root(CONF.guest_id)
 
-    # Lifecycle.
+    # Lifecycle.  Each reports the new status at once, as upstream's
+    # update_db=True does: Trove's resize and delete flows wait for it.
     def restart(self, context):
         self.app.restart()
         self.overrides.restarted()
+        self.status.heartbeat()
 
     def stop_db(self, context, do_not_start_on_reboot=False):
         self.app.stop_db(do_not_start_on_reboot=do_not_start_on_reboot)
+        self.status.heartbeat()
 
     def start_db_with_conf_changes(self, context, config_contents,
                                    ds_version=None):
         self.app.write_config_contents(config_contents)
         self.app.start_db()
         self.overrides.restarted()
+        self.status.heartbeat()
 
     def reset_configuration(self, context, configuration):
         self.app.write_config_contents(
