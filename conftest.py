@@ -23,10 +23,14 @@ import pytest
 # oslo.messaging (which would otherwise pick the eventlet default).
 import trove  # noqa: F401
 
-from integration.services.fixtures import start_or_fail as _start
-from integration.services.fixtures import swift  # noqa: F401  (fixture)
-from integration.services.pouchdb import PouchDBServer
-from integration.services.rabbitmq import RabbitMQBroker
+# The scenario runners and helpers assert outside test modules: have
+# pytest explain their failures as it does in tests.
+pytest.register_assert_rewrite("integration.scenario")
+
+from integration.services.fixtures import start_or_fail as _start  # noqa: E402
+from integration.services.fixtures import swift  # noqa: F401,E402
+from integration.services.pouchdb import PouchDBServer  # noqa: E402
+from integration.services.rabbitmq import RabbitMQBroker  # noqa: E402
 
 
 
@@ -72,3 +76,12 @@ def pouchdb_factory(tmp_path):
         with contextlib.ExitStack() as stack:
             for server in servers:
                 stack.callback(server.stop)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--scenario-group", action="append", default=[],
+        metavar="NAME", help="run these scenario groups together in "
+        "integration/test_scenarios.py (repeatable): instance_create, "
+        "database_actions, user_actions, root_actions, configuration, "
+        "backup, replication, instance_delete")

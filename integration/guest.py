@@ -9,6 +9,7 @@ manages a pouchdb-server through ``[couchdb] service_manager = command``.
 import configparser
 import pathlib
 import secrets
+import shutil
 import sys
 import uuid
 
@@ -46,6 +47,8 @@ class GuestAgent(base.ServiceProcess):
         self.conf_dir = self.workdir / 'conf.d'
         self.state_dir = self.workdir / 'state'
         self.agent_log = self.workdir / 'trove-guestagent.log'
+        # CouchDB's configuration directory ([couchdb] config_dir).
+        self.couchdb_config_dir = self.workdir / 'couchdb-etc'
         self.transport_url = transport_url
         self.report_interval = report_interval
         self.options = options or {}
@@ -80,7 +83,7 @@ class GuestAgent(base.ServiceProcess):
                 'host': '127.0.0.1', 'port': str(self.couchdb.port),
                 'bind_address': '127.0.0.1',
                 'mount_point': str(self.couchdb.data_dir),
-                'config_dir': str(self.workdir / 'couchdb-etc'),
+                'config_dir': str(self.couchdb_config_dir),
                 'couchdb_user': 'root', 'couchdb_group': 'root'},
         }
         for section, values in self.options.items():
@@ -173,3 +176,13 @@ class Guest:
 
     def url(self, *segments):
         return '/'.join([self.couchdb.url] + list(segments))
+
+    # Nova's and Cinder's parts when Trove deletes the instance.
+    def destroy_server(self):
+        """The server is destroyed: a power-off, the agent gets no say."""
+        self.agent.kill()
+        self.couchdb.stop()
+
+    def delete_volume(self):
+        """The data volume is deleted."""
+        shutil.rmtree(self.couchdb.data_dir, ignore_errors=True)

@@ -14,20 +14,18 @@ import uuid
 
 import pytest
 
+from integration.scenario import control_plane
 from integration.services import base
 
 KEY = 'integration-backup-key-0123456789'
 SEGMENT = 8 * 1024
-CONTAINER = 'database_backups'
+CONTAINER = control_plane.BACKUP_CONTAINER
 
 
-def _db(name):
-    return {'_name': name, '_collate': None, '_character_set': None}
-
-
-def _user(name, password, dbs=()):
-    return {'_name': name, '_password': password, '_host': '%',
-            '_databases': [_db(d) for d in dbs]}
+_db = control_plane.database
+_user = control_plane.user
+_backup_info = control_plane.backup_info
+_wait_backup = control_plane.wait_for_backup
 
 
 @pytest.fixture
@@ -46,21 +44,6 @@ def swift_guest(guest_factory, swift):
 
     make.swift = swift
     return make
-
-
-def _backup_info(guest, backup_id):
-    return {'id': backup_id, 'name': 'nightly', 'description': None,
-            'instance_id': guest.id, 'backup_type': None, 'checksum': None,
-            'parent': None, 'datastore': 'couchdb',
-            'datastore_version': '1.6'}
-
-
-def _wait_backup(guest, backup_id, timeout=120):
-    return guest.conductor.wait_for(
-        'update_backup', guest.id,
-        lambda m: (m.kwargs['backup_id'] == backup_id and
-                   m.kwargs.get('state') in ('COMPLETED', 'FAILED')),
-        timeout=timeout)
 
 
 def _fill(guest, password, count=200):

@@ -13,26 +13,23 @@ import time
 import pytest
 import requests
 
+from integration.scenario import control_plane
 from integration.services import base
 
 MASTER_USERS = [{'_name': 'alice', '_password': 'alice-pw', '_host': '%',
                  '_databases': [{'_name': 'shop'}]}]
 
-
-def _db(name):
-    return {'_name': name, '_collate': None, '_character_set': None}
+_db = control_plane.database
 
 
-def _wait(predicate, timeout, what, interval=0.05):
-    """Poll ``predicate`` until it is true; the seconds it took."""
-    start = time.monotonic()
-    deadline = start + base.scaled(timeout)
-    while True:
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() > deadline:
-            raise AssertionError('%s: not within %s s' % (what, timeout))
-        time.sleep(interval)
+def _wait(predicate, timeout, what):
+    return control_plane.wait_until(predicate, timeout, what, interval=0.05)
+
+
+def _create_replica(master, replica):
+    message = control_plane.create_replica(master, replica)
+    assert message.kwargs['payload']['service_status'] == 'running', (
+        replica.agent.log_text()[-3000:])
 
 
 def _admin(guest):
@@ -71,55 +68,6 @@ def _gone_from_replica(master, replica, db):
     if deleted and _doc_count(replica, db) is not None:
         _admin(replica).delete(replica.url(db), timeout=10)
     return deleted and _doc_count(replica, db) is None
-
-
-def _create_replica(master, replica):
-    """Trove's create-replica: the source's snapshot, then prepare."""
-    snapshot = master.api.get_replication_snapshot(
-        snapshot_info={'id': None, 'instance_id': master.id,
-                       'name': 'Replication snapshot', 'backup_info': {}},
-        replica_source_config=None)
-    snapshot['config'] = ''
-    message = replica.prepare_and_wait(snapshot=snapshot)
-    assert message.kwargs['payload']['service_status'] == 'running', (
-        replica.agent.log_text()[-3000:])
-
-
-def _attach(replica, master, restart=False):
-    """Trove's Instance.attach_replica."""
-    replica.api.attach_replica(master.api.get_replica_context(), '',
-                               restart=restart)
-
-
-def _promote(candidate, old_master, replicas):
-    """Trove 26's promote_to_replica_source, guest calls in its order."""
-    old_master.api.make_read_only(True)
-    txn = old_master.api.get_latest_txn_id()
-    candidate.api.wait_for_txn(txn)
-    _take_over(candidate, replicas, restart=True)
-    _attach(old_master, candidate)
-    old_master.api.demote_replication_master()
-
-
-def _take_over(candidate, replicas, restart=False):
-    """The candidate becomes the source; the other replicas follow it."""
-    candidate.api.detach_replica(for_failover=True)
-    candidate.api.enable_as_master(None)
-    candidate.api.make_read_only(False)
-    for replica in replicas:
-        if replica is not candidate:
-            replica.api.detach_replica(for_failover=True)
-            _attach(replica, candidate, restart=restart)
-
-
-def _eject(old_master_id, replicas):
-    """Trove 26's eject_replica_source: the most current replica wins."""
-    last = [[r] + r.api.get_last_txn() for r in replicas]
-    assert len({m for _r, m, _t in last if m}) == 1, last
-    assert {m for _r, m, _t in last} == {old_master_id}
-    candidate = sorted(last, key=lambda x: x[2], reverse=True)[0][0]
-    _take_over(candidate, replicas)
-    return candidate
 
 
 @pytest.fixture
@@ -278,7 +226,7 @@ def test_promote_and_eject_with_three_instances(master, make_replica):
               'the documents on %s' % replica.agent.workdir.name)
 
     # Promote the first replica: it takes writes, the others follow it.
-    _promote(first, master, [first, second])
+    control_plane.promote(first, master, [first, second])
     writer = first.session('alice', 'alice-pw')
     answer = writer.put(first.url('shop', 'promoted'), json={'v': 1},
                         timeout=10)
@@ -293,7 +241,7 @@ def test_promote_and_eject_with_three_instances(master, make_replica):
     # The new source dies: eject it; the most current replica takes over.
     first.agent.stop()
     first.couchdb.stop()
-    new_source = _eject(first.id, [master, second])
+    new_source = control_plane.eject(first.id, [master, second])
     other = second if new_source is master else master
     writer = new_source.session('alice', 'alice-pw')
     answer = writer.put(new_source.url('shop', 'ejected'), json={'v': 1},

@@ -11,9 +11,9 @@ import shutil
 
 import pytest
 
+from integration.scenario import control_plane
 
-def _db(name):
-    return {'_name': name, '_collate': None, '_character_set': None}
+_db = control_plane.database
 
 
 @pytest.fixture
