@@ -133,6 +133,32 @@ def test_root_disabled_comes_back_disabled(swift_guest):
     assert [d['_name'] for d in b.api.list_databases()[0]] == ['only']
 
 
+def test_a_backup_restores_after_the_key_is_rotated(swift_guest):
+    a = swift_guest('a', key='the key of last year')
+    a.prepare_and_wait(databases=[_db('kept')])
+    backup_id = str(uuid.uuid4())
+    a.api.create_backup(_backup_info(a, backup_id))
+    fields = _wait_backup(a, backup_id).kwargs
+    assert fields['state'] == 'COMPLETED', fields
+    backup_info = {'id': backup_id, 'instance_id': a.id,
+                   'type': 'CouchDBBackup', 'location': fields['location'],
+                   'checksum': fields['checksum']}
+
+    # The operator rotated the key: the old one is not configured.
+    b = swift_guest('b', key='the key of this year')
+    message = b.prepare_and_wait(backup_info=backup_info)
+    assert message.kwargs['payload']['service_status'] == 'failed to spawn'
+    assert 'chunk 0 failed authentication: wrong key' in b.agent.log_text()
+    # ... and listed as a previous key: the backup restores.
+    c = swift_guest('c', key='the key of this year',
+                    backup_aes_cbc_previous_keys='the key of last year')
+    message = c.prepare_and_wait(backup_info=backup_info)
+    assert message.kwargs['payload']['service_status'] == 'running', (
+        c.agent.log_text()[-3000:])
+    assert [d['_name'] for d in c.api.list_databases()[0]] == ['kept']
+    assert 'the key of last year' not in c.agent.log_text()
+
+
 @pytest.mark.parametrize('digest', ['md5', 'sha256'])
 def test_upstream_trove_backup_restores(swift_guest, tmp_path, digest):
     a = _prepared_source(swift_guest)

@@ -81,6 +81,12 @@ backup_opts = [
                     "made by upstream Trove's own CouchDB strategy. The "
                     'agent warns at start when the well-known default is '
                     'in use.'),
+    cfg.MultiStrOpt('backup_aes_cbc_previous_keys', default=[], secret=True,
+                    help='Earlier values of backup_aes_cbc_key, one per '
+                         'line (repeat the option): a restore tries them, '
+                         'in order, after the current key, so backups made '
+                         'before a key rotation still restore. New backups '
+                         'always use backup_aes_cbc_key.'),
     cfg.BoolOpt('backup_use_openssl_encryption', default=True,
                 help='Encrypt backups (authenticated). When this is on and '
                      'the key is empty the backup fails: it never stores '

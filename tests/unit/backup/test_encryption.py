@@ -202,6 +202,37 @@ def test_wrong_key():
     assert KEY not in str(exc) and KEY not in repr(exc)
 
 
+def _open(blob, key, previous_keys=(), piece=613):
+    return b''.join(encryption.open_stream(_chunks(blob, piece), key,
+                                           previous_keys=previous_keys))
+
+
+def test_a_backup_made_before_a_key_rotation_restores():
+    old = _encrypt(DATA, key='the key of last year')
+    # Not with the new key alone, whatever the previous keys' order.
+    with pytest.raises(encryption.DecryptionError,
+                       match='tried the current key and 1 previous'):
+        _open(old, 'the key of this year', ['another old key'])
+    for previous in (['the key of last year'],
+                     ['another old key', 'the key of last year']):
+        assert _open(old, 'the key of this year', previous) == DATA
+    # The current key still comes first.
+    assert _open(BLOB, KEY, ['the key of last year']) == DATA
+    assert _decrypt(old, key='the key of last year') == (DATA, None)
+
+
+def test_with_previous_keys_damage_is_still_refused():
+    blob = bytearray(_encrypt(DATA, key='old key'))
+    blob[HEADER + FRAME + 10] ^= 1              # inside the second chunk
+    got = bytearray()
+    with pytest.raises(encryption.DecryptionError,
+                       match='chunk 1 failed authentication: damaged'):
+        for out in encryption.open_stream(_chunks(bytes(blob), 500), KEY,
+                                          previous_keys=['old key']):
+            got += out
+    assert bytes(got) == DATA[:CHUNK]
+
+
 def test_not_our_format():
     got, exc = _decrypt(b'Salted__' + bytes(40))
     assert 'no header' in str(exc) and got == b''
@@ -327,6 +358,15 @@ def test_legacy_wrong_passphrase(tarball):
                        match='wrong passphrase') as info:
         encryption.open_stream([blob], key=KEY, legacy_passphrase='wrong')
     assert 'wrong' not in str(info.value).replace('wrong passphrase', '')
+
+
+def test_legacy_backup_restores_with_a_previous_key(tarball):
+    tar, gz = tarball
+    blob = _legacy(gz, 'md5')
+    assert _restore(blob, key='the new key',
+                    previous_keys=['other', PASSPHRASE]) == tar
+    with pytest.raises(encryption.DecryptionError, match=r'\(tried 2\)'):
+        _restore(blob, key='the new key', previous_keys=['other'])
 
 
 def test_legacy_wrong_digest_fails_the_restore(tarball):

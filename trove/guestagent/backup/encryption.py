@@ -26,6 +26,11 @@ EVP_BytesToKey (one iteration of MD5 before OpenSSL 1.1.0, SHA-256 after),
 AES-256-CBC with PKCS#7 padding and no authentication.  It is decrypted here
 with the ``cryptography`` package, never the openssl binary (whose argv would
 show the key).  The operator key is never put in a message, repr or log.
+
+Key rotation: a restore may be given the current key and earlier ones.  The
+first frame picks the key (the first that authenticates it), so a backup
+made before a rotation restores without the old key being current; a
+legacy object takes the first passphrase whose key derivation yields gzip.
 """
 
 import hashlib
@@ -184,13 +189,21 @@ def _encrypt(source, sealer, header):
         pending = block
 
 
-def decrypt(chunks, key):
+def decrypt(chunks, key, previous_keys=()):
     """Decrypt a stream made by :func:`encrypt`, or raise DecryptionError.
 
     Each chunk is authenticated before it is yielded; the stream must end
-    with the final frame and nothing after it.
+    with the final frame and nothing after it.  ``previous_keys`` are tried
+    after ``key``, in order, on the first chunk.
     """
-    return _decrypt(_Reader(chunks), key_material(key))
+    return _decrypt(_Reader(chunks), _materials(key, previous_keys))
+
+
+def _materials(key, previous_keys=()):
+    """The key bytes to try, the current key first."""
+    return [key_material(key)] + [
+        key_material(k, what='previous backup encryption key')
+        for k in previous_keys]
 
 
 def _read_header(reader):
@@ -223,24 +236,46 @@ def _read_frame(reader, counter, max_sealed):
     return sealed, flag
 
 
-def _decrypt(reader, material):
+def _decrypt(reader, materials):
     header, salt, chunk_size = _read_header(reader)
-    opener = aead.AESGCM(_derive_key(material, salt))
+    opener = None
     for counter in itertools.count():
         sealed, flag = _read_frame(reader, counter, chunk_size + TAG_LEN)
-        try:
-            plain = opener.decrypt(_nonce(counter), sealed,
-                                   header + _POSITION.pack(counter, flag))
-        except InvalidTag:
-            raise DecryptionError(
-                reason="chunk %s failed authentication: wrong key, or "
-                "damaged, reordered or spliced data" % counter) from None
+        aad = header + _POSITION.pack(counter, flag)
+        if opener is None:
+            opener, plain = _open_first(materials, salt, sealed, aad)
+        else:
+            try:
+                plain = opener.decrypt(_nonce(counter), sealed, aad)
+            except InvalidTag:
+                raise DecryptionError(
+                    reason="chunk %s failed authentication: damaged, "
+                    "reordered or spliced data" % counter) from None
         if flag and not reader.at_end():
             raise DecryptionError(reason="data after the final chunk")
         if plain:
             yield plain
         if flag:
             return
+
+
+def _open_first(materials, salt, sealed, aad):
+    """(cipher, plaintext) of the first chunk, with the first key of
+    ``materials`` that authenticates it."""
+    for index, material in enumerate(materials):
+        opener = aead.AESGCM(_derive_key(material, salt))
+        try:
+            plain = opener.decrypt(_nonce(0), sealed, aad)
+        except InvalidTag:
+            continue
+        if index:
+            LOG.info("The backup was made with previous key number %d.",
+                     index)
+        return opener, plain
+    tried = (" (tried the current key and %d previous ones)"
+             % (len(materials) - 1) if len(materials) > 1 else "")
+    raise DecryptionError(reason="chunk 0 failed authentication: wrong "
+                          "key%s, or damaged data" % tried)
 
 
 # --- upstream's legacy openssl format -------------------------------------
@@ -326,22 +361,25 @@ def _openssl_decrypt(reader, material, digest):
 
 # --- restore entry point ----------------------------------------------------
 
-def open_stream(chunks, key, legacy_passphrase=None, allow_plain=False):
+def open_stream(chunks, key, legacy_passphrase=None, allow_plain=False,
+                previous_keys=()):
     """The compressed stream inside a backup object, whatever its format.
 
     Reads the first bytes now (format errors raise at call time): our
-    magic -> :func:`decrypt` with ``key``; ``Salted__`` -> upstream's
-    legacy format with ``legacy_passphrase`` (``key`` when None) and the
-    detected digest; a raw gzip header -> passed through only when
-    ``allow_plain``; anything else -> :class:`UnknownBackupFormat`.
+    magic -> :func:`decrypt` with ``key``, then ``previous_keys``;
+    ``Salted__`` -> upstream's legacy format with ``legacy_passphrase``
+    (when None: ``key``, then ``previous_keys``) and the detected digest;
+    a raw gzip header -> passed through only when ``allow_plain``;
+    anything else -> :class:`UnknownBackupFormat`.
     """
     reader = _Reader(chunks)
     head = reader.peek(LEGACY_PROBE_LEN)
     if head.startswith(MAGIC):
-        return _decrypt(reader, key_material(key))
+        return _decrypt(reader, _materials(key, previous_keys))
     if head.startswith(LEGACY_MAGIC):
-        return _open_legacy(reader, head, key if legacy_passphrase is None
-                            else legacy_passphrase)
+        passphrases = ([legacy_passphrase] if legacy_passphrase is not None
+                       else [key] + list(previous_keys))
+        return _open_legacy(reader, head, passphrases)
     if head.startswith(compression.GZIP_MAGIC):
         if not allow_plain:
             raise UnencryptedBackupRefused()
@@ -352,13 +390,17 @@ def open_stream(chunks, key, legacy_passphrase=None, allow_plain=False):
         "unrecognised header %s" % head[:8].hex())
 
 
-def _open_legacy(reader, head, passphrase):
-    material = key_material(passphrase, what='legacy backup passphrase')
-    digest = detect_legacy_digest(head, material)
-    if digest is None:
-        raise DecryptionError(
-            reason="the legacy passphrase does not decrypt this backup "
-            "(neither the md5 nor the sha256 key derivation gives gzip "
-            "data): wrong passphrase")
-    LOG.info("Legacy openssl backup: key derived with %s.", digest)
-    return _openssl_decrypt(reader, material, digest)
+def _open_legacy(reader, head, passphrases):
+    for index, passphrase in enumerate(passphrases):
+        material = key_material(passphrase, what='legacy backup passphrase')
+        digest = detect_legacy_digest(head, material)
+        if digest is not None:
+            LOG.info("Legacy openssl backup: key derived with %s%s.", digest,
+                     " from previous key number %d" % index if index else "")
+            return _openssl_decrypt(reader, material, digest)
+    raise DecryptionError(
+        reason="the legacy passphrase does not decrypt this backup "
+        "(neither the md5 nor the sha256 key derivation gives gzip "
+        "data): wrong passphrase%s" % (
+            " (tried %d)" % len(passphrases) if len(passphrases) > 1
+            else ""))

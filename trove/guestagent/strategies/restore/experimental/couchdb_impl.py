@@ -99,7 +99,8 @@ class CouchDBRestore(base.RestoreRunner):
         chunks = pipeline.threaded(encryption.open_stream(
             storage.load(location, self.backup_info.get('checksum')),
             CONF.backup_aes_cbc_key,
-            allow_plain=not CONF.backup_use_openssl_encryption),
+            allow_plain=not CONF.backup_use_openssl_encryption,
+            previous_keys=CONF.backup_aes_cbc_previous_keys),
             name='restore-download')
         first, chunks = _peek(chunks)
         if first.startswith(GZIP_MAGIC):
