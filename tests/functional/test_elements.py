@@ -18,6 +18,7 @@ import stat
 import subprocess
 
 import pytest
+import yaml
 from diskimage_builder import element_dependencies
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -190,12 +191,20 @@ def test_sudoers_parses_and_names_commands_only():
     for program in ('/usr/bin/systemctl start couchdb', '/usr/sbin/mkfs -t',
                     '/usr/sbin/blkid', '/usr/sbin/dumpe2fs',
                     '/usr/sbin/e2fsck',
-                    '/usr/sbin/resize2fs', '/usr/bin/mount -t',
+                    '/usr/sbin/resize2fs', '/usr/sbin/xfs_repair -n /dev/*',
+                    '/usr/sbin/xfs_growfs /*', '/usr/bin/mount -t',
                     '/usr/bin/umount', '/usr/bin/mkdir -p', '/usr/bin/cp -a',
                     '/usr/bin/chmod 0644 /etc/fstab.trove-new',
                     '/usr/bin/mv -f /etc/fstab.trove-new /etc/fstab',
                     '/usr/bin/chown -R couchdb', 'apt-get', '/usr/bin/dnf'):
         assert program in text, program
+
+
+def test_package_installs_names_the_volume_programs_packages():
+    wanted = yaml.safe_load((GUEST / 'package-installs.yaml').read_text())
+    # util-linux: mkfs, blkid, mount, umount; e2fsprogs: dumpe2fs, e2fsck,
+    # resize2fs; xfsprogs: mkfs.xfs, xfs_repair, xfs_growfs.
+    assert {'sudo', 'util-linux', 'e2fsprogs', 'xfsprogs'} <= set(wanted)
 
 
 # ------------------------------------------------- dependency graph (DIB)

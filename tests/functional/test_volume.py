@@ -1,9 +1,11 @@
 """trove.guestagent.volume against real loop devices.
 
-Needs root and loop devices; without them these tests FAIL (they never
-skip).  Every test uses its own image file, loop device and fstab (a scratch
-file: /etc/fstab is never touched); teardown unmounts what the test mounted
-and detaches the loop device.
+Needs root, loop devices, e2fsprogs and xfsprogs; without them these tests
+FAIL (they never skip).  Each test runs on ext3, ext4 and xfs unless it
+narrows ``fstype``; xfs images are 320 MiB sparse files (mkfs.xfs refuses
+less than 300 MB).  Every test uses its own image file, loop device and
+fstab (a scratch file: /etc/fstab is never touched); teardown unmounts what
+the test mounted, detaches the loop device and removes the image.
 """
 
 import os
@@ -20,7 +22,13 @@ from trove.common import exception
 from trove.guestagent import volume
 
 MIB = 1024 * 1024
-FSTYPES = ['ext3', 'ext4']
+EXT_FSTYPES = ['ext3', 'ext4']
+FSTYPES = EXT_FSTYPES + ['xfs']
+# Size of each file system's image (a sparse file): mkfs.xfs refuses one
+# under 300 MB (xfsprogs 5.19 and later).
+SIZE_MIB = {'ext3': 64, 'ext4': 64, 'xfs': 320}
+# What the root of a new file system holds.
+EMPTY_ROOT = {'ext3': ['lost+found'], 'ext4': ['lost+found'], 'xfs': []}
 FSTAB_HEAD = ['# /etc/fstab: static file system information.',
               'UUID=1111-2222\t/\text4\terrors=remount-ro\t0\t1',
               '/dev/sr0\t/media/cdrom0\tudf,iso9660\tuser,noauto\t0\t0']
@@ -56,7 +64,8 @@ def fstab(tmp_path, monkeypatch):
 def _require_root_and_loop():
     assert os.geteuid() == 0, 'volume tests must run as root'
     assert os.path.exists('/dev/loop-control'), 'no loop device support'
-    for tool in ('losetup', 'mkfs', 'blkid', 'resize2fs', 'e2fsck'):
+    for tool in ('losetup', 'mkfs', 'blkid', 'resize2fs', 'e2fsck',
+                 'mkfs.xfs', 'xfs_growfs', 'xfs_repair'):
         assert shutil.which(tool), f'{tool} is not installed'
 
 
@@ -66,11 +75,13 @@ class Loop:
     def __init__(self, tmp_path, size_mib=64):
         _require_root_and_loop()
         self.tmp_path = tmp_path
+        self.size_mib = size_mib
         self.image = tmp_path / 'volume.img'
         _run('truncate', '-s', f'{size_mib}M', str(self.image))
         self.device = _run('losetup', '-f', '--show', str(self.image))
 
     def grow(self, size_mib):
+        self.size_mib = size_mib
         _run('truncate', '-s', f'{size_mib}M', str(self.image))
         _run('losetup', '-c', self.device)
 
@@ -81,19 +92,28 @@ class Loop:
         for point in reversed(mine):
             subprocess.run(['umount', point], check=False)
         _run('losetup', '-d', self.device)
+        # mkfs.xfs writes a 64 MiB log: free the space at once.
+        self.image.unlink()
+
+
+@pytest.fixture(params=FSTYPES)
+def fstype(request):
+    """Each file system in turn; a test narrows the list by parametrizing
+    ``fstype`` itself."""
+    return request.param
 
 
 @pytest.fixture
-def loop(tmp_path, fstab):
-    device = Loop(tmp_path)
+def loop(tmp_path, fstab, fstype):
+    device = Loop(tmp_path, SIZE_MIB[fstype])
     yield device
     device.cleanup()
 
 
-@pytest.fixture(params=FSTYPES)
-def formatted(request, loop):
-    """A VolumeDevice formatted with each file system in turn."""
-    cfg.CONF.set_override('volume_fstype', request.param, group='couchdb')
+@pytest.fixture
+def formatted(fstype, loop):
+    """A VolumeDevice formatted as ``[couchdb] volume_fstype = fstype``."""
+    cfg.CONF.set_override('volume_fstype', fstype, group='couchdb')
     device = volume.VolumeDevice(loop.device)
     device.format()
     return device
@@ -103,17 +123,61 @@ def _fstab_lines(fstab):
     return fstab.read_text().splitlines()
 
 
-def test_format_makes_the_configured_file_system(formatted):
-    fstype = cfg.CONF.couchdb.volume_fstype
-    assert _run('blkid', '-p', '-o', 'value', '-s', 'TYPE',
-                formatted.device_path) == fstype
-    # [couchdb] format_options "-m 5": 5 % of the blocks are reserved.
-    header = _run('dumpe2fs', '-h', formatted.device_path)
+def _blkid(device, tag):
+    return _run('blkid', '-p', '-o', 'value', '-s', tag, device)
+
+
+def _reserved_and_total_blocks(device):
+    """An ext file system's blocks reserved for root, and all its blocks."""
+    header = _run('dumpe2fs', '-h', device)
     fields = dict(line.split(':', 1) for line in header.splitlines()
                   if ':' in line)
-    blocks = int(fields['Block count'])
-    reserved = int(fields['Reserved block count'])
+    return int(fields['Reserved block count']), int(fields['Block count'])
+
+
+def test_format_makes_the_configured_file_system(formatted, fstype):
+    # [couchdb] format_options unset: the file system's own default (an
+    # ext option such as -m 5 would make mkfs.xfs fail).
+    assert cfg.CONF.couchdb.format_options is None
+    assert _blkid(formatted.device_path, 'TYPE') == fstype
+
+
+@pytest.mark.parametrize('fstype', EXT_FSTYPES)
+def test_ext_format_reserves_5_percent_by_default(formatted):
+    # format_options unset means "-m 5" for ext: 5 % of the blocks reserved.
+    reserved, blocks = _reserved_and_total_blocks(formatted.device_path)
     assert reserved == pytest.approx(blocks * 0.05, abs=2)
+
+
+@pytest.mark.parametrize('fstype, options', [
+    ('ext4', "-m 1 -L 'couch data'"), ('xfs', "-L 'couch data'")])
+def test_format_options_are_used_as_given(fstype, options, loop):
+    cfg.CONF.set_override('format_options', options, group='couchdb')
+    volume.VolumeDevice(loop.device, fstype).format()
+    assert _blkid(loop.device, 'TYPE') == fstype
+    assert _blkid(loop.device, 'LABEL') == 'couch data'
+    if fstype == 'ext4':  # -m 1 instead of the default -m 5
+        reserved, blocks = _reserved_and_total_blocks(loop.device)
+        assert reserved == pytest.approx(blocks * 0.01, abs=2)
+
+
+@pytest.mark.parametrize('fstype', ['xfs'])
+def test_xfs_format_keeps_an_existing_file_system_unless_forced(
+        formatted, tmp_path):
+    mount_point = tmp_path / 'data'
+    formatted.mount(str(mount_point), write_to_fstab=False)
+    (mount_point / 'keep').write_text('kept')
+    formatted.unmount(str(mount_point))
+    uuid = _blkid(formatted.device_path, 'UUID')
+    with pytest.raises(exception.VolumeError) as caught:
+        formatted.format()
+    assert 'appears to contain an existing filesystem' in str(caught.value)
+    assert _blkid(formatted.device_path, 'UUID') == uuid
+
+    formatted.format(options='-f')  # what format_options = -f would do
+    assert _blkid(formatted.device_path, 'UUID') != uuid
+    formatted.mount(str(mount_point), write_to_fstab=False)
+    assert os.listdir(mount_point) == []
 
 
 def test_mount_write_unmount_remount(formatted, tmp_path, fstab):
@@ -212,7 +276,7 @@ def _snapshot(root):
     return found
 
 
-def test_migrate_data_keeps_owners_and_modes(formatted, tmp_path):
+def test_migrate_data_keeps_owners_and_modes(formatted, fstype, tmp_path):
     source = tmp_path / 'couchdb'
     _make_tree(source)
     before = _snapshot(source)
@@ -223,7 +287,8 @@ def test_migrate_data_keeps_owners_and_modes(formatted, tmp_path):
     mount_point = tmp_path / 'data'
     formatted.mount(str(mount_point), write_to_fstab=False)
     copied = _snapshot(mount_point)
-    copied.pop('lost+found')
+    for name in EMPTY_ROOT[fstype]:
+        copied.pop(name)
     assert copied == before
     assert copied['shards/db.couch'][:3] == (4321, 4322, 0o100640)
 
@@ -231,16 +296,17 @@ def test_migrate_data_keeps_owners_and_modes(formatted, tmp_path):
 @pytest.mark.parametrize('make_source', [
     lambda path: None, lambda path: path.mkdir()],
     ids=['missing', 'empty'])
-def test_migrate_nothing_is_a_noop(formatted, tmp_path, make_source):
+def test_migrate_nothing_is_a_noop(formatted, fstype, tmp_path,
+                                   make_source):
     source = tmp_path / 'couchdb'
     make_source(source)
     formatted.migrate_data(str(source))
     mount_point = tmp_path / 'data'
     formatted.mount(str(mount_point), write_to_fstab=False)
-    assert os.listdir(mount_point) == ['lost+found']
+    assert os.listdir(mount_point) == EMPTY_ROOT[fstype]
 
 
-def test_filesystem_stats_match_statvfs(formatted, tmp_path):
+def test_filesystem_stats_match_statvfs(formatted, loop, tmp_path):
     mount_point = tmp_path / 'data'
     formatted.mount(str(mount_point), write_to_fstab=False)
     (mount_point / 'blob').write_bytes(os.urandom(8 * MIB))
@@ -256,7 +322,8 @@ def test_filesystem_stats_match_statvfs(formatted, tmp_path):
     assert stats['total'] == round(total / 1024 ** 3, 2)
     assert stats['free'] == free  # bytes, as upstream Trove reports it
     assert stats['used'] == round((total - free) / 1024 ** 3, 2)
-    assert 48 * MIB < total <= 64 * MIB  # minus journal and metadata
+    # The device minus journal and metadata (xfs: a 64 MiB log).
+    assert 0.75 * loop.size_mib * MIB <= total <= loop.size_mib * MIB
     assert free < total - 8 * MIB
     assert set(stats) == {'block_size', 'total_blocks', 'free_blocks',
                           'avail_blocks', 'total', 'free', 'used'}
@@ -285,6 +352,7 @@ def _has_cap_sys_resource():
 @pytest.mark.xfail(condition=not _has_cap_sys_resource(), strict=True,
                    raises=exception.VolumeError,
                    reason='no CAP_SYS_RESOURCE: online resize is refused')
+@pytest.mark.parametrize('fstype', EXT_FSTYPES)
 def test_resize_online(formatted, loop, tmp_path, fstab):
     mount_point = tmp_path / 'data'
     formatted.mount(str(mount_point))
@@ -302,13 +370,33 @@ def test_resize_online(formatted, loop, tmp_path, fstab):
     assert (mount_point / 'keep').read_text() == 'kept'
 
 
+# xfs_growfs needs CAP_SYS_ADMIN only: a mounted xfs grows for real here.
+@pytest.mark.parametrize('fstype', ['xfs'])
+def test_resize_online_grows_a_mounted_xfs(formatted, loop, tmp_path,
+                                           fstab):
+    mount_point = tmp_path / 'data'
+    formatted.mount(str(mount_point))
+    entries = _fstab_lines(fstab)
+    before = os.statvfs(mount_point)
+    with open(mount_point / 'open.log', 'w') as held:  # in use throughout
+        held.write('before\n')
+        loop.grow(2 * loop.size_mib)
+        formatted.resize_fs(str(mount_point), online=True)
+        held.write('after\n')
+    after = os.statvfs(mount_point)
+    assert after.f_blocks > 1.9 * before.f_blocks
+    assert after.f_bavail * after.f_bsize > before.f_blocks * before.f_bsize
+    assert (mount_point / 'open.log').read_text() == 'before\nafter\n'
+    assert _fstab_lines(fstab) == entries
+
+
 def test_resize_offline(formatted, loop, tmp_path, fstab):
     mount_point = tmp_path / 'data'
     formatted.mount(str(mount_point), options='noatime,nodev')
     (mount_point / 'keep').write_text('kept')
     entries = _fstab_lines(fstab)
     before = os.statvfs(mount_point).f_blocks
-    loop.grow(128)
+    loop.grow(2 * loop.size_mib)
     formatted.resize_fs(str(mount_point), online=False)
     assert volume.is_mounted(str(mount_point))
     assert os.statvfs(mount_point).f_blocks > 1.9 * before
@@ -322,6 +410,42 @@ def test_resize_online_needs_the_volume_mounted(formatted, tmp_path):
     with pytest.raises(exception.VolumeError) as caught:
         formatted.resize_fs(str(tmp_path / 'data'), online=True)
     assert 'not mounted' in str(caught.value)
+
+
+def _damage_xfs_agi(device):
+    """Overwrite the first allocation group's inode header (AGI, the
+    third 512-byte sector); the superblock in front of it is kept."""
+    fd = os.open(device, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b'\xff' * 512, 2 * 512)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize('fstype', ['xfs'])
+def test_resize_offline_refuses_a_damaged_xfs(formatted, loop, tmp_path):
+    mount_point = tmp_path / 'data'
+    formatted.mount(str(mount_point))
+    (mount_point / 'keep').write_text('kept')
+    formatted.unmount(str(mount_point))
+    _damage_xfs_agi(formatted.device_path)
+    loop.grow(2 * loop.size_mib)
+    with pytest.raises(exception.VolumeError) as caught:
+        formatted.resize_fs(str(mount_point), online=False)
+    message = str(caught.value)
+    assert f'xfs_repair of {formatted.device_path} exited with 1' in message
+    assert 'bad magic # 0xffffffff for agi 0' in message
+    assert not volume.is_mounted(str(mount_point))  # left for an operator
+
+
+@pytest.mark.parametrize('fstype', ['ext4'])
+def test_resize_refuses_a_device_without_a_known_file_system(loop, tmp_path):
+    with pytest.raises(exception.VolumeError) as caught:
+        volume.VolumeDevice(loop.device).resize_fs(str(tmp_path / 'data'))
+    assert str(caught.value).endswith(
+        f'cannot resize {loop.device}: file system (none found) is not one '
+        'of ext2, ext3, ext4, xfs')
 
 
 def test_format_refuses_a_regular_file(tmp_path):
@@ -342,6 +466,7 @@ def test_format_gives_up_on_a_device_that_never_appears(tmp_path):
     assert f'device {missing} did not appear' in str(caught.value)
 
 
+@pytest.mark.parametrize('fstype', ['ext4'])
 def test_format_waits_for_a_device_that_appears_late(loop, tmp_path):
     late = tmp_path / 'vdb'  # a symlink to the loop device, made later
     timer = threading.Timer(1.0, os.symlink, (loop.device, late))

@@ -178,9 +178,18 @@ couchdb_opts = [
     cfg.StrOpt('device_path', default='/dev/vdb',
                help='Device path of the data volume.'),
     cfg.StrOpt('volume_fstype', default='ext3',
-               help='File system the data volume is formatted with.'),
-    cfg.StrOpt('format_options', default='-m 5',
-               help='Extra options for mkfs when formatting the volume.'),
+               help='File system the data volume is formatted with.  '
+                    'resize_fs grows ext2, ext3, ext4 and xfs; growing it '
+                    'while mounted needs CAP_SYS_ADMIN for xfs, '
+                    'CAP_SYS_RESOURCE for ext.'),
+    cfg.StrOpt('format_options',
+               help='Extra options for mkfs when formatting the volume, '
+                    'split like a shell would.  Unset: the file system\'s '
+                    'default, "-m 5" (5 percent of the blocks reserved for '
+                    'root) for ext2, ext3 and ext4, none for xfs and any '
+                    'other.  A value, even an empty one, is used as given.  '
+                    'mkfs.xfs refuses a device that already holds a file '
+                    'system unless given -f.'),
     cfg.StrOpt('mount_options', default='defaults,noatime',
                help='Mount options of the data volume.'),
     cfg.IntOpt('volume_format_timeout', default=120, min=1,

@@ -1,5 +1,8 @@
 """The data volume: format, mount, migrate data onto it, resize, unmount.
 
+ext2, ext3, ext4 and xfs are formatted, checked and grown; other file
+systems are formatted and mounted only.
+
 Every command goes through ``trove.common.process`` as root (through the
 root helper when the agent is not root).  Mount state is read from
 ``/proc/self/mountinfo``; the fstab entry that remounts the volume at boot
@@ -29,6 +32,13 @@ DEVICE_POLL_INTERVAL = 0.5
 UMOUNT_BUSY_TIMEOUT = 15
 
 EXT_FSTYPES = ('ext2', 'ext3', 'ext4')
+XFS = 'xfs'
+# The file systems resize_fs can grow.
+RESIZABLE_FSTYPES = EXT_FSTYPES + (XFS,)
+
+# mkfs options used when [couchdb] format_options is unset: 5 % of an ext
+# file system's blocks reserved for root; mkfs.xfs's -m is something else.
+_DEFAULT_FORMAT_OPTIONS = {fstype: '-m 5' for fstype in EXT_FSTYPES}
 
 # e2fsck exit codes that mean "the file system is now clean".
 _E2FSCK_OK = (0, 1)
@@ -90,13 +100,16 @@ class VolumeDevice:
 
         :param fstype: defaults to this device's ``fstype``.
         :param options: mkfs options, a str (split like a shell would) or
-            a list; defaults to ``[couchdb] format_options``.
+            a list; defaults to ``[couchdb] format_options`` or, when that
+            is unset, to the file system's own (``default_format_options``).
         :param timeout: seconds for waiting for the device node and
             formatting; defaults to ``[couchdb] volume_format_timeout``.
         """
         fstype = fstype or self.fstype
         if options is None:
             options = CONF.couchdb.format_options
+        if options is None:  # unset: the file system's own default
+            options = default_format_options(fstype)
         if isinstance(options, str):
             options = shlex.split(options)
         deadline = time.monotonic() + (
@@ -186,30 +199,44 @@ class VolumeDevice:
     def resize_fs(self, mount_point, online=False):
         """Grow the file system to the size of the (grown) device.
 
-        ``online``: resize while mounted on ``mount_point``.  Offline:
-        unmount, check (``e2fsck -f -y``), resize, mount again with the
-        options of its fstab entry (or ``[couchdb] mount_options``).
+        ``online``: grow it while mounted on ``mount_point``.  Offline:
+        unmount, check (``e2fsck -f -y``; ``xfs_repair -n`` for xfs, which
+        only reports), grow and mount again with the options of its fstab
+        entry (or ``[couchdb] mount_options``); xfs grows only while
+        mounted, so it is mounted before it grows.
         """
         fstype = self._probe().get('TYPE')
-        if fstype not in EXT_FSTYPES:
+        if fstype not in RESIZABLE_FSTYPES:
             raise exception.VolumeError(
                 reason=f"cannot resize {self.device_path}: file system "
-                       f"{fstype} is not one of {', '.join(EXT_FSTYPES)}")
+                       f"{fstype or '(none found)'} is not one of "
+                       f"{', '.join(RESIZABLE_FSTYPES)}")
         if online:
             if not self._mounted_here(mount_point):
                 raise exception.VolumeError(
                     reason=f"cannot resize {self.device_path} online: it is "
                            f"not mounted on {mount_point}")
             LOG.info("Resizing %s online", self.device_path)
-            self._run(['resize2fs', self.device_path], 'resize')
+            self._grow(fstype, mount_point)
             return
         options = _fstab_options(mount_point) or CONF.couchdb.mount_options
         if self._mounted_here(mount_point):
             self._run(['umount', mount_point], 'unmount')
         LOG.info("Resizing %s offline", self.device_path)
-        self._check_fs()
-        self._run(['resize2fs', self.device_path], 'resize')
-        self._mount(mount_point, fstype, options)
+        self._check_fs(fstype)
+        if fstype == XFS:
+            self._mount(mount_point, fstype, options)
+            self._grow(fstype, mount_point)
+        else:
+            self._grow(fstype, mount_point)
+            self._mount(mount_point, fstype, options)
+
+    def _grow(self, fstype, mount_point):
+        """resize2fs the device, or xfs_growfs the (mounted) file system."""
+        if fstype == XFS:
+            self._run(['xfs_growfs', mount_point], 'resize')
+        else:
+            self._run(['resize2fs', self.device_path], 'resize')
 
     def _wait_for_device(self, deadline):
         for _ in _polling_loop(deadline):
@@ -237,13 +264,19 @@ class VolumeDevice:
         if fstype in EXT_FSTYPES:
             self._run(['dumpe2fs', '-h', self.device_path], 'check')
 
-    def _check_fs(self):
-        result = self._run(['e2fsck', '-f', '-y', self.device_path], 'check',
-                           check=False)
-        if result.exit_code not in _E2FSCK_OK:
-            output = (result.stdout + result.stderr).strip()
+    def _check_fs(self, fstype):
+        """Check the unmounted file system.  e2fsck repairs what it can;
+        ``xfs_repair -n`` only looks (exit 0: clean), leaving a damaged
+        xfs, or one whose log needs replaying, to the operator."""
+        if fstype == XFS:
+            argv, clean = ['xfs_repair', '-n', self.device_path], (0,)
+        else:
+            argv, clean = ['e2fsck', '-f', '-y', self.device_path], _E2FSCK_OK
+        result = self._run(argv, 'check', check=False)
+        if result.exit_code not in clean:
+            output = _findings(result.stdout + result.stderr)
             raise exception.VolumeError(
-                reason=f"e2fsck of {self.device_path} exited with "
+                reason=f"{argv[0]} of {self.device_path} exited with "
                        f"{result.exit_code}: {output[-500:]}")
 
     def _probe(self):
@@ -285,6 +318,20 @@ class VolumeDevice:
         except exception.ProcessExecutionError as err:
             raise exception.VolumeError(
                 reason=f"cannot {action} {self.device_path}: {err}") from err
+
+
+def default_format_options(fstype):
+    """The mkfs options for ``fstype`` when ``format_options`` is unset."""
+    return _DEFAULT_FORMAT_OPTIONS.get(fstype, '')
+
+
+def _findings(output):
+    """A checker's output without xfs_repair's progress lines ("Phase 3
+    - for each AG...", "        - agno = 0"), which would push what it
+    found out of the tail of an error message."""
+    lines = [line for line in output.splitlines()
+             if not line.startswith(('Phase ', '        - '))]
+    return '\n'.join(lines).strip()
 
 
 def get_filesystem_stats(fs_path):
