@@ -44,21 +44,24 @@ class Cloud:
             self._swift = self._swift_fixture()
         return self._swift
 
-    def create_instance(self, name, with_swift=True):
-        """A new instance: its agent started, not yet prepared."""
-        options = {'couchdb': {'replication_sync_interval': '0.5'}}
-        auth = None
-        if with_swift:
-            # Trove's swift_url convention: <endpoint>/v1/AUTH_ + project.
-            token, storage_url = self.swift.token_and_storage_url()
-            project = self.swift.account[len('AUTH_'):]
-            options['DEFAULT'] = {
-                'swift_url': storage_url[:-len(project)],
-                'backup_aes_cbc_key': BACKUP_KEY,
-                'backup_segment_max_size': str(BACKUP_SEGMENT_SIZE)}
-            auth = {'auth_token': token, 'project_id': project}
-        instance = self._guest_factory(name, auth=auth, options=options,
-                                       report_interval=self.report_interval)
+    def create_instance(self, name):
+        """A new instance: its agent started, not yet prepared.
+
+        Configured as an operator would: backups to the Swift, encrypted
+        with the cloud's key, the request context carrying the owner's
+        token and project.
+        """
+        # Trove's swift_url convention: <endpoint>/v1/AUTH_ + project.
+        token, storage_url = self.swift.token_and_storage_url()
+        project = self.swift.account[len('AUTH_'):]
+        options = {
+            'couchdb': {'replication_sync_interval': '0.5'},
+            'DEFAULT': {'swift_url': storage_url[:-len(project)],
+                        'backup_aes_cbc_key': BACKUP_KEY,
+                        'backup_segment_max_size': str(BACKUP_SEGMENT_SIZE)}}
+        instance = self._guest_factory(
+            name, auth={'auth_token': token, 'project_id': project},
+            options=options, report_interval=self.report_interval)
         self.instances[name] = instance
         return instance
 

@@ -31,6 +31,7 @@ class UserActionsRunner(base.TestRunner):
             'the users\' databases')
 
     def run_create_users(self):
+        self.renamed = {}
         self.before = self.names(self.instance.api.list_users())
         self.instance.api.create_user(
             [cp.user(u['name'], u['password'], u['databases'])
@@ -95,7 +96,7 @@ class UserActionsRunner(base.TestRunner):
             renamed, '%')] == first['databases']
         assert self._client({'name': renamed}, 'renamed-pw').can_read(
             first['databases'][0])
-        self.renamed = {first['name']: renamed}
+        self.renamed[first['name']] = renamed
 
     def run_create_users_with_invalid_names(self):
         instance = self.instance
@@ -112,7 +113,7 @@ class UserActionsRunner(base.TestRunner):
         assert self.names(instance.api.list_users()) == before
 
     def run_delete_users(self):
-        names = [getattr(self, 'renamed', {}).get(u['name'], u['name'])
+        names = [self.renamed.get(u['name'], u['name'])
                  for u in self._users()]
         for name in names:
             self.instance.api.delete_user({'_name': name, '_host': '%'})
