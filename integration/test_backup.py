@@ -148,7 +148,10 @@ def test_a_backup_restores_after_the_key_is_rotated(swift_guest):
     b = swift_guest('b', key='the key of this year')
     message = b.prepare_and_wait(backup_info=backup_info)
     assert message.kwargs['payload']['service_status'] == 'failed to spawn'
-    assert 'chunk 0 failed authentication: wrong key' in b.agent.log_text()
+    # The status goes out before the failure is logged.
+    control_plane.wait_until(
+        lambda: 'chunk 0 failed authentication: wrong key'
+        in b.agent.log_text(), 10, 'the reason in the agent log')
     # ... and listed as a previous key: the backup restores.
     c = swift_guest('c', key='the key of this year',
                     backup_aes_cbc_previous_keys='the key of last year')
