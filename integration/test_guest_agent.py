@@ -224,13 +224,19 @@ def test_filesystem_stats_shape(prepared_guest):
     assert stats['total'] > 0
 
 
-def test_diagnostics_are_real_numbers(prepared_guest):
-    api = prepared_guest.api
-    api.create_database([_db('shop')])      # casts: one after the other
+def _shop_for_alice(api):
+    """Database 'shop' and its user 'alice' (casts: one after the
+    other)."""
+    api.create_database([_db('shop')])
     _wait(lambda: _names(api.list_databases()) == ['shop'],
           what='the database')
     api.create_user([_user('alice', 'alice-pw', ['shop'])])
     _wait(lambda: api.get_user('alice', '%'), what='the user')
+
+
+def test_diagnostics_are_real_numbers(prepared_guest):
+    api = prepared_guest.api
+    _shop_for_alice(api)
     answer = prepared_guest.session('alice', 'alice-pw').post(
         prepared_guest.url('shop', '_bulk_docs'),
         json={'docs': [{'n': i} for i in range(25)]}, timeout=10)
@@ -251,11 +257,7 @@ def test_diagnostics_are_real_numbers(prepared_guest):
 
 def test_compaction_can_be_requested_and_observed(prepared_guest):
     api = prepared_guest.api
-    api.create_database([_db('shop')])      # casts: one after the other
-    _wait(lambda: _names(api.list_databases()) == ['shop'],
-          what='the database')
-    api.create_user([_user('alice', 'alice-pw', ['shop'])])
-    _wait(lambda: api.get_user('alice', '%'), what='the user')
+    _shop_for_alice(api)
     alice = prepared_guest.session('alice', 'alice-pw')
     rev = None
     for n in range(50):                    # old revisions to compact away
