@@ -159,9 +159,8 @@ def test_replica_follows_its_source(master, make_replica):
 
     # Detach: the replica keeps its data and becomes writable.
     account = master.api.get_replica_context()['master']
-    info = replica.api.detach_replica()
+    info = control_plane.detach(replica, master)
     assert info['replica_id'] == replica.id
-    master.api.cleanup_source_on_replica_detach(info)
     # The last replica has gone: the account's password is rotated.
     _wait(lambda: requests.get(
         master.url('_session'), timeout=10,
