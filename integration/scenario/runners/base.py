@@ -32,14 +32,13 @@ class Cloud:
         self._swift = None
         self.conductor = conductor
         self.helper = helper
-        self.instances = {}
         # What groups hand on: set by the runners.
         self.instance = None
         self.replicas = []
 
     @property
     def swift(self):
-        """The Swift of the backups: started on first use only."""
+        """The Swift of the backups (the session's, started once)."""
         if self._swift is None:
             self._swift = self._swift_fixture()
         return self._swift
@@ -59,11 +58,9 @@ class Cloud:
             'DEFAULT': {'swift_url': storage_url[:-len(project)],
                         'backup_aes_cbc_key': BACKUP_KEY,
                         'backup_segment_max_size': str(BACKUP_SEGMENT_SIZE)}}
-        instance = self._guest_factory(
+        return self._guest_factory(
             name, auth={'auth_token': token, 'project_id': project},
             options=options, report_interval=self.report_interval)
-        self.instances[name] = instance
-        return instance
 
     def swift_connection(self):
         return self.swift.connection()
