@@ -26,3 +26,48 @@ def test_sync_filesystem_writes_back_the_file_system_of_a_path(tmp_path):
 def test_sync_filesystem_of_a_missing_path_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         files.sync_filesystem(str(tmp_path / 'missing'))
+
+
+MIB = 1024 * 1024
+
+
+def _write_in_steps(path, steps, write_behind, step=MIB):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        for index in range(steps):
+            os.write(fd, bytes([index]) * step)
+            write_behind.written(fd, index * step, step)
+    finally:
+        os.close(fd)
+
+
+def test_write_behind_drops_what_it_wrote_beyond_its_window(tmp_path,
+                                                            page_cache):
+    kept, dropped = tmp_path / 'kept', tmp_path / 'dropped'
+    with files.WriteBehind(window=2 * MIB) as write_behind:
+        _write_in_steps(dropped, 8, write_behind)
+    with files.WriteBehind(window=64 * MIB) as write_behind:
+        _write_in_steps(kept, 8, write_behind)
+    # Without dropping, written pages stay cached: the check can see both.
+    assert page_cache.resident_bytes(kept, 0, 8 * MIB) == 8 * MIB
+    assert page_cache.resident_bytes(dropped, 0, 6 * MIB) == 0
+    # The data is on the file all the same.
+    data = dropped.read_bytes()
+    assert [data[i * MIB] for i in range(8)] == list(range(8))
+    assert data == b''.join(bytes([i]) * MIB for i in range(8))
+
+
+def test_write_behind_holds_a_bounded_number_of_descriptors(tmp_path):
+    def open_fds():
+        return len(os.listdir('/proc/self/fd'))
+
+    before = open_fds()
+    most = 0
+    with files.WriteBehind(window=64 * MIB, max_ranges=8) as write_behind:
+        for index in range(100):     # small files: the count bounds them
+            _write_in_steps(tmp_path / str(index), 1, write_behind,
+                            step=4096)
+            most = max(most, open_fds())
+        assert open_fds() == before + 8
+    assert most == before + 8
+    assert open_fds() == before

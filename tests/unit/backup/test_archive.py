@@ -231,6 +231,24 @@ def test_file_data_is_cut_on_bufsize_boundaries_of_the_stream(tmp_path):
     assert all(len(b) == bufsize for b in blocks[:-1])
 
 
+def test_extraction_keeps_only_its_window_in_the_page_cache(
+        tmp_path, monkeypatch, page_cache):
+    # Scaled down: write back every 256 KiB, keep at most 1 MiB cached.
+    monkeypatch.setattr(extract, 'WRITEBACK_STEP', 256 * KIB)
+    monkeypatch.setattr(extract, 'PAGE_CACHE_WINDOW', 1024 * KIB)
+    big = _data(8 * 1024 * KIB, seed=4)
+    _write(tmp_path / 'src/big.couch', big)
+    _write(tmp_path / 'src/small.couch', _data(100 * KIB, seed=5))
+    dest = tmp_path / 'dest'
+    dest.mkdir()
+    safe_extract(write_tar(tmp_path / 'src'), dest)
+    restored = dest / 'big.couch'
+    # Everything but the last ~1 MiB went to disk and left the cache.
+    assert page_cache.resident_bytes(restored, 0, 6 * 1024 * KIB) == 0
+    assert restored.read_bytes() == big
+    assert (dest / 'small.couch').read_bytes() == _data(100 * KIB, seed=5)
+
+
 @pytest.mark.skipif(not IS_ROOT, reason='chown needs root')
 def test_numeric_owner_in_headers_and_owner_on_extract(couchdb3, tmp_path):
     os.chown(couchdb3 / '_dbs.couch', 4321, 8765)

@@ -50,8 +50,10 @@ PATH_MAX = 4096
 FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 CREATE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                 | os.O_CLOEXEC)
-# Bytes of a restored file written between two starts of write-back.
+# Bytes of a restored file written between two starts of write-back, and
+# the restored bytes held in the page cache at most (files.WriteBehind).
 WRITEBACK_STEP = 16 * 1024 * 1024
+PAGE_CACHE_WINDOW = 4 * WRITEBACK_STEP
 STAGING_PREFIX = '.trove-restore-'
 OLD_PREFIX = '.trove-old-'
 
@@ -200,9 +202,10 @@ def safe_extract(chunks, dest_dir, *, strip_prefix='data/', legacy_root=None,
     mapper = _NameMapper(strip_prefix, legacy_root)
     root_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        extractor = _Extractor(root_fd, mapper, owner)
-        _extract_stream(reader, extractor)
-        extractor.finish_directories()
+        with files.WriteBehind(PAGE_CACHE_WINDOW) as write_behind:
+            extractor = _Extractor(root_fd, mapper, owner, write_behind)
+            _extract_stream(reader, extractor)
+            extractor.finish_directories()
     finally:
         os.close(root_fd)
     reader.drain()
@@ -309,10 +312,11 @@ def _safe_mode(mode):
 class _Extractor:
     """Writes members under the root descriptor, never through a link."""
 
-    def __init__(self, root_fd, mapper, owner):
+    def __init__(self, root_fd, mapper, owner, write_behind):
         self.root_fd = root_fd
         self.mapper = mapper
         self.owner = owner
+        self.write_behind = write_behind
         self.root_real = _fd_path(root_fd)
         self.result = ExtractResult()
         self.extras_total = 0
@@ -406,11 +410,11 @@ class _Extractor:
             copied += len(data)
             if copied - flushed >= WRITEBACK_STEP:
                 # The commit syncs everything; writing back as we go
-                # overlaps the disk with the rest of the restore.
-                files.start_writeback(fd, flushed, copied - flushed)
+                # overlaps the disk with the rest of the restore, and
+                # lets the pages written be reused.
+                self.write_behind.written(fd, flushed, copied - flushed)
                 flushed = copied
-        if copied > flushed:
-            files.start_writeback(fd, flushed, copied - flushed)
+        self.write_behind.written(fd, flushed, copied - flushed)
         if copied != member.size:
             raise CorruptArchiveError(reason="member %s holds %s of %s bytes"
                                       % (member.name, copied, member.size))
