@@ -56,12 +56,15 @@ BLOB = _encrypt(DATA)
 
 @pytest.mark.parametrize('size', [0, 1, CHUNK - 1, CHUNK, CHUNK + 1,
                                   7 * CHUNK])
-def test_round_trip(size):
+# Pieces smaller than a chunk, as large, and holding several (whole or not).
+@pytest.mark.parametrize('piece', [1, 777, CHUNK, 2500, 10 ** 6])
+def test_round_trip(size, piece):
     data = os.urandom(size)
-    blob = _encrypt(data)
+    blob = _encrypt(data, piece=piece)
     frames = max(1, -(-size // CHUNK))
     assert len(blob) == HEADER + frames * 21 + size
-    assert _decrypt(blob) == (data, None)
+    assert [f[4] for f in _frames(blob)[1]] == [0] * (frames - 1) + [1]
+    assert _decrypt(blob, piece=piece) == (data, None)
 
 
 @pytest.mark.parametrize('data', [os.urandom(5 * 10 ** 6),

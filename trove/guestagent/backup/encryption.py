@@ -116,39 +116,58 @@ def _nonce(counter):
 
 
 class _Reader:
-    """Reads exact byte counts from an iterator of chunks."""
+    """Reads exact byte counts from an iterator of chunks.
+
+    Bytes within one chunk come out as views of it; only bytes that span
+    chunks are copied (once).
+    """
 
     def __init__(self, chunks):
         self._chunks = iter(chunks)
-        self._buf = bytearray()
+        self._head = memoryview(b'')   # the unread part of the current chunk
 
-    def _fill(self, n):
-        while len(self._buf) < n:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return False
-            self._buf += chunk
-        return True
+    def _next(self):
+        for chunk in self._chunks:
+            if chunk:
+                self._head = memoryview(chunk)
+                return True
+        return False
 
-    def peek(self, n):
-        self._fill(n)
-        return bytes(self._buf[:n])
+    def read_view(self, n):
+        """``n`` bytes as a bytes-like object, fewer only when the stream
+        ends first."""
+        if len(self._head) >= n:
+            out, self._head = self._head[:n], self._head[n:]
+            return out
+        out = bytearray(n)
+        filled = 0
+        while filled < n:
+            if not self._head and not self._next():
+                del out[filled:]
+                break
+            take = min(n - filled, len(self._head))
+            out[filled:filled + take] = self._head[:take]
+            self._head = self._head[take:]
+            filled += take
+        return out
 
     def read(self, n):
         """``n`` bytes, fewer only when the stream ends first."""
-        self._fill(n)
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
+        return bytes(self.read_view(n))
+
+    def peek(self, n):
+        data = self.read(n)
+        self._head = memoryview(data + bytes(self._head))
+        return data
 
     def at_end(self):
-        return not self._fill(1)
+        return not self._head and not self._next()
 
     def rest(self):
         """Everything not read yet, as chunks."""
-        if self._buf:
-            yield bytes(self._buf)
-            self._buf = bytearray()
+        if self._head:
+            head, self._head = bytes(self._head), memoryview(b'')
+            yield head
         yield from self._chunks
 
 
@@ -167,26 +186,36 @@ def encrypt(chunks, key, chunk_size=compression.MiB):
     salt = os.urandom(SALT_LEN)
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, salt, chunk_size)
     sealer = aead.AESGCM(_derive_key(material, salt))
-    return _encrypt(compression.blocks(chunks, chunk_size), sealer, header)
+    return _encrypt(chunks, sealer, header, chunk_size)
 
 
 def _seal(sealer, header, counter, plain, final):
+    """One frame: its prefix and the sealed ``plain``, in one new buffer."""
     flag = 1 if final else 0
-    sealed = sealer.encrypt(_nonce(counter), plain,
-                            header + _POSITION.pack(counter, flag))
-    return _FRAME.pack(len(sealed), flag) + sealed
+    frame = bytearray(_FRAME.size + len(plain) + TAG_LEN)
+    _FRAME.pack_into(frame, 0, len(plain) + TAG_LEN, flag)
+    sealer.encrypt_into(_nonce(counter), plain,
+                        header + _POSITION.pack(counter, flag),
+                        memoryview(frame)[_FRAME.size:])
+    return frame
 
 
-def _encrypt(source, sealer, header):
+def _encrypt(chunks, sealer, header, chunk_size):
     yield header
-    pending = next(source, b'')
-    for counter in itertools.count():
-        block = next(source, None)
-        if block is None:
-            yield _seal(sealer, header, counter, pending, final=True)
-            return
-        yield _seal(sealer, header, counter, pending, final=False)
-        pending = block
+    buf = bytearray()
+    counter = 0
+    for chunk in chunks:
+        buf += chunk
+        # A whole chunk is final only if nothing follows it: seal it once
+        # at least one more byte is here.
+        while len(buf) > chunk_size:
+            with memoryview(buf) as view:
+                frame = _seal(sealer, header, counter, view[:chunk_size],
+                              final=False)
+            del buf[:chunk_size]
+            counter += 1
+            yield frame
+    yield _seal(sealer, header, counter, buf, final=True)
 
 
 def decrypt(chunks, key, previous_keys=()):
@@ -230,7 +259,7 @@ def _read_frame(reader, counter, max_sealed):
     if flag not in (0, 1) or not TAG_LEN <= length <= max_sealed:
         raise DecryptionError(reason="chunk %s has an impossible frame "
                               "header" % counter)
-    sealed = reader.read(length)
+    sealed = reader.read_view(length)
     if len(sealed) < length:
         raise DecryptionError(reason="truncated in chunk %s" % counter)
     return sealed, flag
