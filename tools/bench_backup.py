@@ -14,7 +14,8 @@ One run of this script:
 2. measures, ``--repeat`` rounds, the median counting (the page cache
    cannot be dropped here: every measurement reads warm data, its input
    read again, untimed, just before it, since this VM pages out file
-   data left idle for ~30 s):
+   data left idle for ~30 s; a Swift object too, since Swift's first read
+   of a new object costs it twice the CPU of later ones):
 
    - ours, backup: the real strategy, ``CouchDBBackup.run()`` (the
      ``stream(meta, progress)`` of tar, parallel gzip and AES-256-GCM saved
@@ -694,6 +695,17 @@ class Bench:
         if self.swift is not None:
             self.swift.stop()
 
+    def read_object(self, name):
+        """Read an object from Swift to nothing (untimed).  Swift's first
+        read of a new object costs it about twice the CPU of later ones
+        here (3.0 against 1.5 CPU-s for 385 MB), CPU taken from the same
+        two cores: every measurement that reads an object reads one Swift
+        has read before."""
+        _headers, body = self.swift.connection().get_object(
+            CONTAINER, name, resp_chunk_size=READ_CHUNK)
+        for _chunk in body:
+            pass
+
     def delete(self, name):
         conn = self.swift.connection()
         headers = conn.head_object(CONTAINER, name)
@@ -726,6 +738,8 @@ class Bench:
         for key in ('data_dir', 'gz'):     # inputs: warm, untimed
             if spec.get(key):
                 warm(spec[key])
+        if spec.get('reads'):              # a Swift object: read once too
+            self.read_object(spec['reads'])
         os.sync()          # earlier write-back must not slow this one
         with open(log_path, 'wb') as log:
             proc = subprocess.run(
@@ -786,7 +800,8 @@ class Bench:
         try:
             restore = self.child('ours-restore', location=backup['location'],
                                  checksum=backup['checksum'], dest=dest,
-                                 backup_id=backup['name'])
+                                 backup_id=backup['name'],
+                                 reads=backup['name'])
             if restore['bytes'] != dataset['size']:
                 raise RuntimeError('restored %d bytes of data, the source '
                                    'has %d' % (restore['bytes'],
@@ -805,7 +820,8 @@ class Bench:
                 self.child('gz-stream', location=backup['location'],
                            checksum=backup['checksum'], gz=gz)
                 dataset['gz'] = gz
-            download = self.child('download-limit', name=backup['name'])
+            download = self.child('download-limit', name=backup['name'],
+                                  reads=backup['name'])
             if download['bytes'] != backup['size']:
                 raise RuntimeError('plain download got %d bytes, not %d'
                                    % (download['bytes'], backup['size']))
@@ -844,7 +860,7 @@ class Bench:
                 strip = len(dataset['dir'].strip('/').split('/'))
                 result = self.child('upstream-restore', name=name,
                                     checksum=backup['checksum'], dest=dest,
-                                    strip=strip)
+                                    strip=strip, reads=name)
                 restored = directory_size(dest)
                 if restored != dataset['size']:
                     raise RuntimeError('upstream restore wrote %d bytes, '
@@ -1109,7 +1125,8 @@ def main(argv=None):
         print('Swift (single node) at %s' % bench.swift_spec['storage_url'])
         print('Caches cannot be dropped here: every measurement reads warm '
               'data (its input is read again, untimed, just before it: '
-              'this VM pages out file data left idle for ~30 s).')
+              'this VM pages out file data left idle for ~30 s; Swift '
+              'objects are read once first too).')
         print('Agent settings: gzip level %s, %s compression thread(s), '
               'AES-256-GCM, segment %s' % (
                   args.level or '1 (default)',
