@@ -1,4 +1,4 @@
-"""Files the agent writes: whole or not at all."""
+"""Files the agent writes: whole or not at all, and written back as it goes."""
 
 import collections
 import contextlib
