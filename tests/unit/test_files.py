@@ -71,3 +71,15 @@ def test_write_behind_holds_a_bounded_number_of_descriptors(tmp_path):
         assert open_fds() == before + 8
     assert most == before + 8
     assert open_fds() == before
+
+
+def test_write_behind_is_advisory_where_the_kernel_refuses(tmp_path,
+                                                           monkeypatch):
+    def refuse(*_args):
+        raise OSError(22, 'Invalid argument')
+
+    monkeypatch.setattr(os, 'posix_fadvise', refuse)
+    path = tmp_path / 'data'
+    with files.WriteBehind(window=MIB) as write_behind:
+        _write_in_steps(path, 4, write_behind)
+    assert path.read_bytes() == b''.join(bytes([i]) * MIB for i in range(4))

@@ -126,8 +126,9 @@ class WriteBehind:
             # only, and the one this range shares with the one before it
             # is on disk too by now.
             start = offset - offset % mmap.PAGESIZE
-            os.posix_fadvise(fd, start, offset + nbytes - start,
-                             os.POSIX_FADV_DONTNEED)
+            with contextlib.suppress(OSError):  # advisory: never fails
+                os.posix_fadvise(fd, start, offset + nbytes - start,
+                                 os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
 
