@@ -22,6 +22,7 @@ import shutil
 import subprocess
 
 from integration.services import base
+from integration.services import epmd as epmd_mod
 
 RABBITMQ_BIN = "/usr/lib/rabbitmq/bin"
 RABBITMQ_SERVER = f"{RABBITMQ_BIN}/rabbitmq-server"
@@ -37,43 +38,6 @@ def _require(path, what):
             "rabbitmq", f"{what} not found ({path}): run tools/bootstrap "
             "(it installs the Debian package rabbitmq-server)")
     return path
-
-
-class _Epmd(base.ServiceProcess):
-    """The broker's own Erlang port mapper, in the foreground."""
-
-    name = "epmd"
-    start_timeout = 10.0
-
-    def __init__(self, workdir, port, env):
-        super().__init__(workdir)
-        self.port = port
-        self.env = env
-
-    def command(self):
-        epmd = _require(shutil.which("epmd"), "epmd")
-        return [epmd, "-port", str(self.port), "-address", "127.0.0.1"]
-
-    def environment(self):
-        return self.env
-
-    def is_ready(self):
-        return base.port_is_open(self.port)
-
-    def stop(self, grace=None):
-        """``epmd -kill`` on its own port, then SIGTERM/SIGKILL its PID."""
-        if self.is_running():
-            subprocess.run(self.command() + ["-kill"], env=self.env,
-                           stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=base.scaled(10), check=False)
-            self.wait_exit(base.scaled(5))
-        super().stop(grace)
-
-    def wait_exit(self, timeout):
-        for _ in base.polling_loop(timeout):
-            if not self.is_running():
-                return True
-        return False
 
 
 class RabbitMQBroker(base.ServiceProcess):
@@ -126,7 +90,7 @@ class RabbitMQBroker(base.ServiceProcess):
             "RABBITMQ_ADVANCED_CONFIG_FILE": f"{d}/advanced.config",
             "RABBITMQ_CONF_ENV_FILE": f"{d}/rabbitmq-env.conf",
             "RABBITMQ_ENABLED_PLUGINS_FILE": f"{d}/enabled_plugins",
-            # The epmd is ours (see _Epmd): erl must not daemonize another.
+            # The epmd is ours (see epmd.Epmd): erl must not daemonize another.
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": f"{ERL_ARGS} "
                                                   "-start_epmd false",
             # rabbitmqctl's own distribution port: any free one (the
@@ -164,7 +128,9 @@ class RabbitMQBroker(base.ServiceProcess):
             self.port, self.dist_port, self.epmd_port = base.free_ports(3)
             self.nodename = f"rabbit-{self.port}@localhost"
         self._write_config()
-        self._epmd = _Epmd(self.workdir, self.epmd_port, self.environment())
+        self._epmd = epmd_mod.Epmd(
+            self.workdir, self.epmd_port, self.environment(),
+            _require(shutil.which("epmd"), "epmd"))
         self._epmd.start()
         try:
             return super().start()
