@@ -5,8 +5,10 @@ import subprocess
 import sys
 
 from oslo_config import cfg
+import pytest
 
 from trove.common import cfg as trove_cfg
+from trove.common import exception
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SAMPLE = REPO / 'etc' / 'trove' / 'trove-guestagent.conf.sample'
@@ -59,3 +61,53 @@ def test_committed_sample_matches_the_options(tmp_path):
     assert ours == _blocks(SAMPLE.read_text()), (
         'etc/trove/trove-guestagent.conf.sample is stale: run tox -e '
         'genconfig')
+
+
+def _parsed(tmp_path, text):
+    """A private ConfigOpts with the agent's options, read from ``text``."""
+    path = tmp_path / 'guest.conf'
+    path.write_text(text)
+    conf = cfg.ConfigOpts()
+    trove_cfg.register_opts(conf)
+    conf(['--config-file', str(path)], project='trove',
+         default_config_files=[])
+    return conf
+
+
+@pytest.mark.parametrize('value', ['swift', 'SwiftStorage', 'local'])
+def test_start_up_check_accepts_every_storage_strategy_trove_wrote(
+        tmp_path, value):
+    conf = _parsed(tmp_path, '[DEFAULT]\nstorage_strategy = %s\n' % value)
+    trove_cfg.check_options(conf)
+    assert conf.storage_strategy == value
+
+
+@pytest.mark.parametrize('value', ['ftp', 'swiftstorage', 'Swift'])
+def test_start_up_check_refuses_other_storage_strategies(tmp_path, value):
+    conf = _parsed(tmp_path, '[DEFAULT]\nstorage_strategy = %s\n' % value)
+    with pytest.raises(exception.ConfigurationError) as refused:
+        trove_cfg.check_options(conf)
+    message = str(refused.value)
+    assert '[DEFAULT] storage_strategy' in message
+    assert "Valid values are [swift, SwiftStorage, local]" in message
+    assert repr(value) in message
+
+
+def test_start_up_check_names_the_group_of_a_refused_value(tmp_path):
+    conf = _parsed(tmp_path, '[couchdb]\nport = not-a-port\n')
+    with pytest.raises(exception.ConfigurationError,
+                       match=r'\[couchdb\] port: .*not-a-port'):
+        trove_cfg.check_options(conf)
+
+
+def test_start_up_check_never_shows_a_secret_value(tmp_path, monkeypatch):
+    conf = _parsed(tmp_path, '[DEFAULT]\npin = s3cr3t\n')
+    pin = cfg.IntOpt('pin', secret=True)
+    conf.register_opt(pin)
+    monkeypatch.setattr(trove_cfg, 'list_opts', lambda: [(None, [pin])])
+    with pytest.raises(exception.ConfigurationError) as refused:
+        trove_cfg.check_options(conf)
+    assert '[DEFAULT] pin' in str(refused.value)
+    assert 's3cr3t' not in str(refused.value)
+    assert refused.value.__cause__ is None
+    assert refused.value.__suppress_context__

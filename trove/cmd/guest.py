@@ -45,6 +45,7 @@ def main(argv=None):
         return _fail(exc)
     logging.setup(CONF, 'trove-guestagent')
     try:
+        trove_cfg.check_options()
         manager_cls = _load_manager()
     except exception.ConfigurationError as exc:
         return _fail(exc)

@@ -8,6 +8,8 @@ functions only, never at import time.  ``list_opts()`` exports every group for
 
 from oslo_config import cfg
 
+from trove.common import exception
+
 CONF = cfg.CONF
 
 DEFAULT_BACKUP_KEY = 'default_aes_cbc_key'
@@ -109,6 +111,10 @@ backup_opts = [
     cfg.StrOpt('storage_strategy', default='swift',
                choices=[('swift', "OpenStack Swift, with the request's "
                                   'token'),
+                        ('SwiftStorage', 'the same as swift: the value '
+                                         'upstream Trove used until its '
+                                         'Victoria release (the name of '
+                                         'its Swift storage class)'),
                         ('local', 'a directory of this machine '
                                   '(backup_local_dir)')],
                help='Where backups are stored.'),
@@ -309,6 +315,31 @@ def list_opts():
         ('upgrade_levels', upgrade_levels_opts),
         (couchdb_group, couchdb_opts),
     ]
+
+
+def check_options(conf=CONF):
+    """Read every option once, so that a value its type, bounds or choices
+    refuse stops the agent at start with the option's name, not at the
+    first backup."""
+    for group, opts in list_opts():
+        section = group.name if isinstance(group, cfg.OptGroup) else group
+        values = conf.get(section) if section else conf
+        for opt in opts:
+            try:
+                getattr(values, opt.dest)
+            except (cfg.ConfigFileValueError,
+                    cfg.ConfigSourceValueError) as exc:
+                # A secret's value stays out of the message and the chain.
+                raise exception.ConfigurationError(
+                    reason=_refusal(section or 'DEFAULT', opt, exc)
+                ) from (None if opt.secret else exc)
+
+
+def _refusal(section, opt, exc):
+    if opt.secret:
+        return ("[%s] %s has a value that is not valid (not shown: the "
+                "option is secret)" % (section, opt.name))
+    return "[%s] %s: %s" % (section, opt.name, exc)
 
 
 def get_configuration_property(name, manager=None):

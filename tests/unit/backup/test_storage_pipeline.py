@@ -1,5 +1,7 @@
 """Stage plumbing, the local storage, strategy lookup and backup reporting."""
 
+import hashlib
+import json
 import os
 import threading
 import time
@@ -11,8 +13,10 @@ from integration import conductor
 from trove.common import context as trove_context
 from trove.common import exception
 from trove.guestagent.backup import pipeline
+from trove.guestagent.backup import storage
 from trove.guestagent.backup.storage import base
 from trove.guestagent.backup.storage import local
+from trove.guestagent.backup.storage import swift
 from trove.guestagent.datastore import backups
 from trove.guestagent import strategies
 from trove.guestagent.strategies.backup import base as backup_base
@@ -114,6 +118,67 @@ def test_strategies_found_by_upstream_names_and_entry_points(conf):
     with pytest.raises(exception.BadRequest, match='NoSuch'):
         strategies.load('restore', 'NoSuchBackup',
                         cfg.CONF.couchdb.restore_namespace)
+
+
+class MemorySwift:
+    """The calls SwiftStorage.save makes of a swiftclient Connection, on
+    the objects of one in-memory Swift (one per test)."""
+
+    def __init__(self):
+        self.objects = {}
+        self.urls = set()
+
+    def connect(self, preauthurl, preauthtoken, **_options):
+        self.urls.add(preauthurl)
+        return self
+
+    def put_container(self, container, headers=None):
+        pass
+
+    def put_object(self, container, name, contents, headers=None,
+                   query_string=None):
+        data = (contents.encode() if isinstance(contents, str)
+                else b''.join(contents))
+        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if query_string == 'multipart-manifest=put':
+            etag = hashlib.md5(''.join(s['etag'] for s in json.loads(
+                data)).encode(), usedforsecurity=False).hexdigest()
+        self.objects[(container, name)] = (data, etag)
+        return etag
+
+    def head_object(self, container, name):
+        return {'etag': '"%s"' % self.objects[(container, name)][1]}
+
+
+def _swift_backup(conf, monkeypatch, strategy):
+    memory = MemorySwift()
+    monkeypatch.setattr(swift.swift_client, 'Connection', memory.connect)
+    conf.config(storage_strategy=strategy,
+                swift_url='http://swift.test:8080/v1/AUTH_')
+    ctx = trove_context.TroveContext(auth_token='t', project_id='p1')
+    saved = storage.get_storage(ctx).save('b-1.gz.enc', [b'abc', b'def'])
+    return memory, saved
+
+
+@pytest.mark.parametrize('strategy', ['swift', 'SwiftStorage'])
+def test_troves_old_storage_strategy_stores_in_swift(conf, monkeypatch,
+                                                     strategy):
+    memory, saved = _swift_backup(conf, monkeypatch, strategy)
+    assert storage.strategy() == 'swift'
+    assert memory.urls == {'http://swift.test:8080/v1/AUTH_p1'}
+    assert saved.location == ('http://swift.test:8080/v1/AUTH_p1/'
+                              'database_backups/b-1.gz.enc')
+    assert memory.objects[('database_backups', 'b-1.gz.enc_00000000')][0] \
+        == b'abcdef'
+    assert saved.checksum == hashlib.md5(hashlib.md5(
+        b'abcdef').hexdigest().encode()).hexdigest()
+
+
+def test_swiftstorage_and_swift_make_the_same_backup(conf, monkeypatch):
+    with_old, saved_old = _swift_backup(conf, monkeypatch, 'SwiftStorage')
+    with_new, saved_new = _swift_backup(conf, monkeypatch, 'swift')
+    assert saved_old == saved_new
+    assert with_old.objects == with_new.objects
 
 
 @pytest.fixture

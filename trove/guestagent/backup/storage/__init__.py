@@ -4,10 +4,19 @@ from oslo_config import cfg
 
 CONF = cfg.CONF
 
+# Other spellings of a strategy, as upstream Trove wrote them: until its
+# Victoria release the option named the storage class, ``SwiftStorage``.
+ALIASES = {'SwiftStorage': 'swift'}
+
+
+def strategy():
+    """The configured strategy's own name: ``swift`` or ``local``."""
+    return ALIASES.get(CONF.storage_strategy, CONF.storage_strategy)
+
 
 def get_storage(context, container=None):
     """The configured storage, for a request's context."""
-    if CONF.storage_strategy == 'local':
+    if strategy() == 'local':
         from trove.guestagent.backup.storage import local
         return local.LocalStorage(context, container)
     from trove.guestagent.backup.storage import swift
