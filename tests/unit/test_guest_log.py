@@ -4,9 +4,15 @@
 import io
 import json
 
+from oslo_config import cfg
+from oslo_log import log as logging
 import pytest
+import requests
 from swiftclient import exceptions as swift_exc
 
+from trove.common import context as trove_context
+from trove.guestagent.datastore.experimental.couchdb import manager as \
+    couchdb_manager
 from trove.guestagent import guest_log
 
 
@@ -106,3 +112,96 @@ def test_discard_removes_every_object(log):
     log.discard(swift)
     assert swift.objects == {}
     assert log.show(swift)['published'] == 0
+
+
+# -- through the manager: only publish and discard need Swift -------------
+
+SERVER_LOG = b'[info] CouchDB has started\n' * 3
+AGENT_LOG = b'INFO trove.cmd.guest Starting\n'
+
+
+@pytest.fixture
+def manager(conf, tmp_path):
+    logging.register_options(cfg.CONF)      # log_file: the agent's own log
+    (tmp_path / 'couch.log').write_bytes(SERVER_LOG)
+    (tmp_path / 'agent.log').write_bytes(AGENT_LOG)
+    conf.config(datastore_manager='couchdb',
+                log_file=str(tmp_path / 'agent.log'))
+    conf.config(group='couchdb', guest_log_exposed_logs='couchdb,guest',
+                server_log_file=str(tmp_path / 'couch.log'))
+    return couchdb_manager.Manager()
+
+
+def _context(catalog=None):
+    return trove_context.TroveContext(auth_token='t', project_id='p1',
+                                      service_catalog=catalog)
+
+
+def _swift_is(monkeypatch, swift):
+    monkeypatch.setattr(guest_log.swift_client, 'Connection',
+                        lambda **_options: swift)
+
+
+def test_logs_are_listed_without_any_swift_endpoint(manager):
+    listed = manager.guest_log_list(_context())
+    assert [(log['name'], log['status'], log['published'], log['pending'],
+             log['container']) for log in listed] == [
+        ('couchdb', 'Ready', 0, len(SERVER_LOG), 'None'),
+        ('guest', 'Ready', 0, len(AGENT_LOG), 'None')]
+
+
+def test_a_log_is_shown_without_any_swift_endpoint(manager):
+    shown = manager.guest_log_action(_context(), 'guest')
+    assert shown['status'] == 'Ready' and shown['pending'] == len(AGENT_LOG)
+
+
+@pytest.mark.parametrize('action', ['publish', 'discard'])
+def test_publish_and_discard_say_swift_is_not_configured(manager, action):
+    with pytest.raises(guest_log.GuestLogError,
+                       match="Could not %s guest log 'couchdb': No Swift "
+                             "endpoint: set \\[DEFAULT\\] swift_url"
+                       % action):
+        manager.guest_log_action(_context(), 'couchdb', **{action: True})
+
+
+class UnreachableSwift(MemorySwift):
+    def _refused(self, *_args, **_kwargs):
+        raise requests.exceptions.ConnectionError(
+            "HTTPConnectionPool(host='swift.test', port=8080): connection "
+            "refused")
+
+    head_container = put_container = put_object = _refused
+    get_object = get_container = delete_object = _refused
+
+
+@pytest.mark.parametrize('action', ['publish', 'discard'])
+def test_publish_and_discard_say_swift_cannot_be_reached(
+        manager, conf, monkeypatch, action):
+    conf.config(swift_url='http://swift.test:8080/v1/AUTH_')
+    _swift_is(monkeypatch, UnreachableSwift())
+    with pytest.raises(guest_log.GuestLogError,
+                       match="Could not %s guest log 'couchdb': Swift "
+                             "cannot be reached: .*connection refused"
+                       % action):
+        manager.guest_log_action(_context(), 'couchdb', **{action: True})
+
+
+def test_list_shows_what_is_published_when_swift_is_configured(
+        manager, monkeypatch):
+    swift = MemorySwift()
+    _swift_is(monkeypatch, swift)
+    catalog = [{'type': 'object-store', 'endpoints': [
+        {'region': 'RegionOne', 'interface': 'public',
+         'url': 'http://swift.test:8080/v1/AUTH_p1'}]}]
+    published = manager.guest_log_action(_context(catalog), 'couchdb',
+                                         publish=True)
+    assert published['status'] == 'Published'
+    listed = {log['name']: log
+              for log in manager.guest_log_list(_context(catalog))}
+    assert listed['couchdb']['published'] == len(SERVER_LOG)
+    assert listed['couchdb']['container'] == 'database_logs'
+    assert listed['guest']['status'] == 'Ready'
+    prefix = listed['couchdb']['prefix']
+    names = sorted(n for _c, n in swift.objects if n.startswith(prefix))
+    assert b''.join(swift.objects[('database_logs', n)][0]
+                    for n in names) == SERVER_LOG

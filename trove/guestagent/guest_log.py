@@ -14,25 +14,44 @@ Both logs are system logs: always on, published or discarded on request,
 never enabled or disabled.  A log is shown to a tenant only when it is
 listed in ``[<datastore>] guest_log_exposed_logs``; an admin context sees
 all of them.
+
+Only publish and discard need Swift.  Listing a log, or showing it, reads
+its published state from Swift when an endpoint is configured (``swift_url``
+or the request's service catalog); without one nothing can have been
+published from here, and the file alone is shown.
 """
 
+import contextlib
 import datetime
 import hashlib
 import json
 import os
 
 from oslo_log import log as logging
+import requests
 from swiftclient import client as swift_client
 from swiftclient import exceptions as swift_exc
 
 from trove.common import cfg
 from trove.common import exception
+from trove.guestagent.backup.storage import base as storage_base
 from trove.guestagent.backup.storage import swift as swift_storage
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
 
 SYS = 'SYS'
+
+
+class GuestLogError(exception.TroveError):
+    """Swift could not be configured or reached for a guest log."""
+
+    message = "Could not %(action)s guest log '%(log)s': %(reason)s"
+
+    def __init__(self, action, log, reason):
+        self.action = action
+        self.log = log
+        super().__init__(action=action, log=log, reason=reason)
 
 
 class GuestLog:
@@ -59,7 +78,9 @@ class GuestLog:
 
     # -- what Trove asks ---------------------------------------------------
 
-    def show(self, conn):
+    def show(self, conn=None):
+        """Trove's view of the log; ``conn`` None: no Swift is configured,
+        so nothing is published."""
         published, published_digest = self._published(conn)
         size, digest = self._file_state()
         rotated = published and (size < published
@@ -140,6 +161,8 @@ class GuestLog:
 
     def _published(self, conn):
         """(bytes published, first-line digest then) from the metafile."""
+        if conn is None:
+            return 0, None
         try:
             _headers, body = conn.get_object(CONF.guest_log_container_name,
                                              self.metafile)
@@ -207,12 +230,30 @@ class GuestLogs:
             preauthurl=swift_storage.storage_url(context),
             preauthtoken=context.auth_token, retries=3, timeout=60)
 
+    def _optional_connection(self, context):
+        """A connection when a Swift endpoint is configured, else None."""
+        try:
+            return self._connection(context)
+        except storage_base.StorageError:
+            return None
+
+    def _required_connection(self, context, action, name):
+        try:
+            return self._connection(context)
+        except storage_base.StorageError as exc:
+            raise GuestLogError(action, name, exc) from exc
+
+    @staticmethod
+    def _shown(log, conn):
+        with _swift_failures('read the published state of', log.name):
+            return log.show(conn)
+
     def list(self, context):
-        conn = self._connection(context)
-        return [log.show(conn) for log in
+        conn = self._optional_connection(context)
+        return [self._shown(log, conn) for log in
                 sorted(self._exposed(context), key=lambda x: x.name)]
 
-    def action(self, context, name, enable, disable, publish, discard):
+    def _get(self, context, name):
         log = self.logs.get(name)
         if log is None:
             raise exception.NotFound("No log named '%s' on this guest."
@@ -221,13 +262,34 @@ class GuestLogs:
             raise exception.BadRequest(
                 "Log '%s' is not exposed: an administrator can list it in "
                 "guest_log_exposed_logs." % name)
+        return log
+
+    def action(self, context, name, enable, disable, publish, discard):
+        log = self._get(context, name)
         if enable or disable:
             raise exception.BadRequest(
                 "Log '%s' is a system log: it is always on and can only be "
                 "published or discarded." % name)
-        conn = self._connection(context)
-        if discard:
-            log.discard(conn)
-        if publish:
-            log.publish(conn)
-        return log.show(conn)
+        if not (publish or discard):
+            return self._shown(log, self._optional_connection(context))
+        action = 'publish' if publish else 'discard'
+        conn = self._required_connection(context, action, name)
+        with _swift_failures(action, name):
+            if discard:
+                log.discard(conn)
+            if publish:
+                log.publish(conn)
+            return log.show(conn)
+
+
+@contextlib.contextmanager
+def _swift_failures(action, name):
+    """Swift's refusals and an unreachable endpoint as GuestLogError."""
+    try:
+        yield
+    except swift_exc.ClientException as exc:
+        raise GuestLogError(action, name, "Swift: %s" % exc) from exc
+    except (requests.exceptions.RequestException, ConnectionError,
+            TimeoutError) as exc:
+        raise GuestLogError(
+            action, name, "Swift cannot be reached: %s" % exc) from exc
