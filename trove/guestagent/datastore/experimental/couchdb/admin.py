@@ -132,13 +132,34 @@ class CouchDBAdmin:
             if self.client.exists([db]):
                 raise exception.DatabaseAlreadyExists(name=db)
         for db in dbs:
-            try:
-                self.client.request('PUT', [db])
-            except exception.CouchDBError as exc:
-                if exc.status == 412:
-                    raise exception.DatabaseAlreadyExists(name=db) from exc
-                raise
-            LOG.info("Created database %s", db)
+            self._create_database(db)
+
+    @_serialized
+    def ensure_databases(self, databases):
+        """Create the databases that are missing and keep those there.
+
+        What prepare does with the databases Trove passes: after a restore
+        the backup may hold them already, and a tenant's data is kept.
+        Returns the names it created.
+        """
+        dbs = _unique([names.check_database_name(db) for db in databases],
+                      'database')
+        missing = [db for db in dbs if not self.client.exists([db])]
+        for db in dbs:
+            if db not in missing:
+                LOG.info("Database %s is there already: kept", db)
+        for db in missing:
+            self._create_database(db)
+        return missing
+
+    def _create_database(self, db):
+        try:
+            self.client.request('PUT', [db])
+        except exception.CouchDBError as exc:
+            if exc.status == 412:
+                raise exception.DatabaseAlreadyExists(name=db) from exc
+            raise
+        LOG.info("Created database %s", db)
 
     def list_databases(self, limit=None, marker=None, include_marker=False):
         return models.paginate(self._visible_databases(), limit, marker,
@@ -218,23 +239,50 @@ class CouchDBAdmin:
 
     @_serialized
     def create_user(self, users):
+        users = self._checked_new_users(users)
+        for user in users:
+            if self._user_doc(user.name) is not None:
+                raise exception.UserAlreadyExists(name=user.name)
+        for user in users:
+            self._create_user(user)
+
+    @_serialized
+    def ensure_users(self, users):
+        """Create the users that are missing; update those there.
+
+        What prepare does with the users Trove passes: a user the restored
+        backup holds already keeps its document and gets the password and
+        the access the request asks for.
+        """
+        users = self._checked_new_users(users)
+        for user in users:
+            if self._user_doc(user.name) is None:
+                self._create_user(user)
+                continue
+            self._set_password(user.name, user.password)
+            self._grant(user.name, user.databases)
+            LOG.info("User %s is there already: kept, with the password "
+                     "and access of the request", user.name)
+
+    def _checked_new_users(self, users):
+        """Valid users whose databases all exist, before any change."""
         users = _checked_users(users)
         for user in users:
             for db in user.databases:
                 names.check_database_name(db)
         for user in users:
-            if self._user_doc(user.name) is not None:
-                raise exception.UserAlreadyExists(name=user.name)
             self._require_databases(user.databases)
-        for user in users:
-            try:
-                self._put_user_doc({
-                    '_id': _user_id(user.name), 'name': user.name,
-                    'type': 'user', 'roles': [], 'password': user.password})
-            except exception.CouchDBConflict as exc:
-                raise exception.UserAlreadyExists(name=user.name) from exc
-            LOG.info("Created user %s", user.name)
-            self._grant(user.name, user.databases)
+        return users
+
+    def _create_user(self, user):
+        try:
+            self._put_user_doc({
+                '_id': _user_id(user.name), 'name': user.name,
+                'type': 'user', 'roles': [], 'password': user.password})
+        except exception.CouchDBConflict as exc:
+            raise exception.UserAlreadyExists(name=user.name) from exc
+        LOG.info("Created user %s", user.name)
+        self._grant(user.name, user.databases)
 
     def _user_names(self):
         prefix = system.USER_DOC_PREFIX

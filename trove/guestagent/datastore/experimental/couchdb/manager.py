@@ -130,10 +130,11 @@ class Manager(manager.Manager):
         self.app.ensure_system_databases()
         if backup_info:
             self._perform_restore(context, backup_info, mount_point)
+        # A restored backup may hold them already: kept, not refused.
         if db_names:
-            self.admin.create_database(db_names)
+            self.admin.ensure_databases(db_names)
         if user_list:
-            self.admin.create_user(user_list)
+            self.admin.ensure_users(user_list)
         self._prepare_root(context, root_password)
         if overrides:
             self._apply_overrides_on_prepare(overrides)
