@@ -346,23 +346,3 @@ def test_rename_node_changes_only_the_node_names():
         assert renamed[field] == doc[field]
     assert doc['by_node'] == {'n1@h': list(fake.Q2_RANGES),
                               'n2@h': list(fake.Q2_RANGES)}
-
-
-def test_set_ini_value_keeps_the_other_lines(tmp_path):
-    path = tmp_path / 'runtime.ini'
-    path.write_text('; kept by CouchDB\n[admins]\nos_admin = -pbkdf2-x\n\n'
-                    '[couchdb]\nmax_dbs_open = 300\nuuid = 0ld\n'
-                    '[log]\nlevel = info')
-    path.chmod(0o640)
-    restore_impl.set_ini_value(str(path), 'couchdb', 'uuid', 'abc123')
-    assert path.read_text() == (
-        '; kept by CouchDB\n[admins]\nos_admin = -pbkdf2-x\n\n'
-        '[couchdb]\nmax_dbs_open = 300\nuuid = abc123\n'
-        '[log]\nlevel = info\n')
-    assert fake.file_mode(path) == 0o640
-    restore_impl.set_ini_value(str(path), 'uuids', 'algorithm', 'random')
-    assert path.read_text().endswith(
-        '[log]\nlevel = info\n\n[uuids]\nalgorithm = random\n')
-    empty = tmp_path / 'new.ini'
-    restore_impl.set_ini_value(str(empty), 'couchdb', 'uuid', 'u1')
-    assert empty.read_text() == '[couchdb]\nuuid = u1\n'

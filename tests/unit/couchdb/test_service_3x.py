@@ -74,10 +74,10 @@ def test_secure_creates_os_admin_through_local_d_and_a_restart(
         app, manager, couch3, etc, conf):
     assert app.get_actual_status() is ServiceStatus.BLOCKED   # no creds
     assert app.secure() is True
-    ini = etc / 'local.d' / service.ADMIN_INI_FILE
+    ini = etc / 'local.d' / service.RUNTIME_INI_FILE
     user, password = app.credentials.load()
     assert user == 'os_admin' and len(password) == 36
-    assert ini.read_text() == '[admins]\nos_admin = %s\n' % password
+    assert ini.read_text().endswith('[admins]\nos_admin = %s\n' % password)
     assert fake.file_mode(ini) == 0o600
     assert (manager.stops, manager.starts) == (1, 1)
     assert app.client.session_info()['userCtx'] == {
@@ -240,9 +240,8 @@ def test_config_api_changes_land_in_a_file_the_agent_never_rewrites(
     app.secure()
     files = sorted(os.listdir(etc / 'local.d'))
     assert files[-1] == service.RUNTIME_INI_FILE
-    assert service.ADMIN_INI_FILE in files
     runtime = etc / 'local.d' / service.RUNTIME_INI_FILE
-    assert fake.file_mode(runtime) == 0o640
+    assert fake.file_mode(runtime) == 0o600
     before = runtime.read_text()
     app.write_config_contents('[log]\nlevel = debug\n')
     assert runtime.read_text() == before

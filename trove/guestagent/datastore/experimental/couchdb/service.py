@@ -23,6 +23,7 @@ from trove.common import files
 from trove.common import process
 from trove.common.instance import ServiceStatus
 from trove.guestagent.datastore.experimental.couchdb import client as couch
+from trove.guestagent.datastore.experimental.couchdb import ini
 from trove.guestagent.datastore.experimental.couchdb import system
 
 CONF = cfg.CONF
@@ -32,13 +33,17 @@ Health = couch.Health
 
 # Written by stop_db, removed by start_db: "CouchDB is down on purpose".
 STOP_MARKER_FILE = 'couchdb-stopped-by-agent'
-ADMIN_INI_FILE = '10-trove-admin.ini'
+# Where earlier releases of the agent wrote its admin (now removed).
+LEGACY_ADMIN_INI_FILE = '10-trove-admin.ini'
 CONFIG_INI_FILE = '10-trove.ini'
 # Trove's replica.config.template / replica_source.config.template.
 REPLICATION_INI_FILE = '20-trove-replication.ini'
 # CouchDB persists changes made through its config API (admins, bind
 # address) into the last ini file of its chain; this one sorts after the
-# agent's other files, so rewriting 10-trove.ini never loses them.
+# agent's other files, so rewriting 10-trove.ini never loses them.  The
+# agent's own admin goes here too: CouchDB replaces a clear password with
+# its hash in the last file only (in any other it keeps the clear one and
+# writes the hash to the last).
 RUNTIME_INI_FILE = '99-trove-runtime.ini'
 # Fields of a _users document that hold a hashed password.
 HASH_FIELDS = ('derived_key', 'salt', 'iterations', 'password_scheme',
@@ -243,24 +248,21 @@ class CouchDBApp:
     def start_and_secure(self):
         """Start CouchDB and make sure the internal admin exists.
 
-        CouchDB 3.x refuses to start without an admin.  When the agent has
-        no credentials yet, it gives a 3.x server (``api_version = 3``, or
-        a server that does not come up) the internal admin through its
-        configuration files before starting it.
+        CouchDB 3.x refuses to start without an admin, and a start command
+        such as systemd's returns before the server has refused, so a
+        server the agent has no credentials for yet gets the internal admin
+        in its configuration files before its first start, whatever API it
+        will turn out to speak: CouchDB 1.x reads the same ``[admins]``
+        section.  (A 1.x server that reads no ini file gets it through its
+        configuration API once it is up.)
         """
-        fresh = self.credentials.load() is None
-        if fresh and CONF.couchdb.api_version == couch.API_V3:
-            self.secure()
-            return
-        try:
-            self.start_db()
-        except exception.GuestStateError:
-            if not fresh:
-                raise
-            LOG.warning("CouchDB did not come up; giving it the internal "
-                        "admin %s in its configuration (CouchDB 3.x does "
-                        "not start without an admin) and starting again",
-                        system.ADMIN_USER)
+        if self.credentials.load() is None:
+            password = generate_password()
+            self.credentials.save(password)
+            self._write_admin_ini(password)
+            LOG.info("Gave CouchDB the internal admin %s in %s before its "
+                     "first start", system.ADMIN_USER, RUNTIME_INI_FILE)
+        self.start_db()
         self.secure()
 
     # -- configuration ----------------------------------------------------
@@ -293,8 +295,11 @@ class CouchDBApp:
         if not os.path.exists(runtime):
             files.write_atomically(
                 runtime, b'; Changes made through the config API are saved '
-                b'here by CouchDB.\n', 0o640, couchdb_owner())
+                b'here by CouchDB.\n', 0o600, couchdb_owner())
         return path
+
+    def runtime_ini(self):
+        return os.path.join(self.local_d(), RUNTIME_INI_FILE)
 
     def write_config_contents(self, config_contents, name=CONFIG_INI_FILE):
         """Write Trove's rendered configuration to local.d/<name>.
@@ -316,10 +321,11 @@ class CouchDBApp:
         return True
 
     def _write_admin_ini(self, password):
-        path = os.path.join(self.local_d(), ADMIN_INI_FILE)
-        text = '[admins]\n%s = %s\n' % (system.ADMIN_USER, password)
-        files.write_atomically(path, text.encode('utf-8'), 0o600,
-                               couchdb_owner())
+        """The internal admin in the runtime ini, which CouchDB hashes."""
+        ini.set_value(self.runtime_ini(), 'admins', system.ADMIN_USER,
+                      password, mode=0o600, owner=couchdb_owner())
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.local_d(), LEGACY_ADMIN_INI_FILE))
 
     # -- internal admin ---------------------------------------------------
 
@@ -360,6 +366,11 @@ class CouchDBApp:
                        % (system.ADMIN_USER, self.credentials.path))
         self.credentials.save(password)
         anonymous.config_set('admins', system.ADMIN_USER, password)
+        # This server did not read the ini (it would have hashed the
+        # password there): no clear password stays in it.
+        runtime = self.runtime_ini()
+        if ini.get_value(runtime, 'admins', system.ADMIN_USER) == password:
+            ini.remove_value(runtime, 'admins', system.ADMIN_USER)
 
     def _secure_with_ini(self, password, running):
         """CouchDB 3.x (or any stopped CouchDB): an [admins] ini, restart."""

@@ -38,9 +38,9 @@ from trove.guestagent.backup import compression
 from trove.guestagent.backup import encryption
 from trove.guestagent.backup import extract
 from trove.guestagent.backup import pipeline
-from trove.common import files
 from trove.guestagent.backup import storage as storage_mod
 from trove.guestagent.datastore.experimental.couchdb import client as couch
+from trove.guestagent.datastore.experimental.couchdb import ini
 from trove.guestagent.datastore.experimental.couchdb import service
 from trove.guestagent.datastore.experimental.couchdb import system
 from trove.guestagent.strategies.backup.experimental import couchdb_impl
@@ -59,7 +59,6 @@ NODES = ('_node', '_local', '_nodes')
 SHARD_MAP_PAGE = 500
 # What a CouchDB uuid may look like before it goes into an ini file.
 _UUID = re.compile(r'^[A-Za-z0-9._-]{1,128}$')
-_INI_SECTION = re.compile(r'^\s*\[([^\]]*)\]\s*$')
 
 
 class RestoreVerificationError(exception.TroveError):
@@ -156,7 +155,8 @@ class CouchDBRestore(base.RestoreRunner):
                         "set after CouchDB starts", uuid)
             return
         path = os.path.join(self.app.local_d(), service.RUNTIME_INI_FILE)
-        set_ini_value(path, 'couchdb', 'uuid', uuid)
+        ini.set_value(path, 'couchdb', 'uuid', uuid,
+                      owner=service.couchdb_owner())
         LOG.info("CouchDB will start with the backup's uuid %s", uuid)
 
     # -- node name --------------------------------------------------------
@@ -332,44 +332,6 @@ def rename_node(doc, old, new):
             if isinstance(entry, list) and len(entry) >= 3 else entry
             for entry in doc['changelog']]
     return doc
-
-
-def set_ini_value(path, section, key, value):
-    """Set ``key = value`` in ``[section]`` of an ini file, line by line.
-
-    The file's other lines stay as they are (CouchDB edits its ini files
-    the same way); duplicate definitions of the key in the section go.
-    """
-    try:
-        with open(path, encoding='utf-8') as stream:
-            lines = stream.read().splitlines(keepends=True)
-        stat = os.stat(path)
-        mode, owner = stat.st_mode & 0o777, (stat.st_uid, stat.st_gid)
-    except FileNotFoundError:
-        lines, mode, owner = [], 0o640, service.couchdb_owner()
-    setting = '%s = %s\n' % (key, value)
-    key_line = re.compile(r'^\s*%s\s*=' % re.escape(key))
-    out, current, done = [], None, False
-    for line in lines:
-        header = _INI_SECTION.match(line)
-        if header:
-            if current == section and not done:
-                out.append(setting)
-                done = True
-            current = header.group(1).strip()
-        elif current == section and key_line.match(line):
-            if not done:
-                out.append(setting)
-                done = True
-            continue
-        out.append(line)
-    if out and not out[-1].endswith('\n'):
-        out.append('\n')
-    if not done:
-        if current != section:
-            out.append('\n[%s]\n' % section if out else '[%s]\n' % section)
-        out.append(setting)
-    files.write_atomically(path, ''.join(out).encode('utf-8'), mode, owner)
 
 
 def _peek(chunks):
