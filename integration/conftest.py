@@ -11,7 +11,7 @@ import pytest
 
 from integration import conductor as conductor_listener
 from integration import guest as guest_mod
-from integration.services import pouchdb as pouchdb_mod
+from integration.services import servers
 import trove.common.cfg  # noqa: F401  (registers the options)
 from trove import rpc
 
@@ -28,16 +28,24 @@ def control_plane(rabbitmq):
     rpc.cleanup()
 
 
+@pytest.fixture(scope='session', params=servers.KINDS)
+def server_kind(request):
+    """The server every guest of the test runs: each test runs on both,
+    the real CouchDB 3.5 first (session scope: the tests of one server
+    run together, and module fixtures such as a backed-up source follow
+    it)."""
+    return request.param
+
+
 @pytest.fixture
-def guest_factory(tmp_path, rabbitmq, control_plane):
-    """Start guests: an agent process managing its own pouchdb-server."""
+def guest_factory(tmp_path, rabbitmq, control_plane, server_kind):
+    """Start guests: an agent process managing its own CouchDB server."""
     started = []
 
     def make(name='guest', auth=None, **agent_kwargs):
         workdir = tmp_path / name
-        couchdb = pouchdb_mod.PouchDBServer(workdir / 'couchdb')
+        couchdb = servers.make_server(server_kind, workdir / 'couchdb')
         couchdb.data_dir.mkdir(parents=True, exist_ok=True)
-        couchdb.config_file.parent.mkdir(parents=True, exist_ok=True)
         agent = guest_mod.GuestAgent(workdir / 'agent',
                                      rabbitmq.transport_url, couchdb,
                                      **agent_kwargs)

@@ -3,10 +3,15 @@
 The agent is started exactly as on a guest VM, ``trove-guestagent
 --config-dir <conf.d>``, with the two files Trove's taskmanager injects there
 (``guest_info.conf`` and the operator's ``trove-guestagent.conf``).  It
-manages a pouchdb-server through ``[couchdb] service_manager = command``.
+manages its server (a real CouchDB 3.x node, or a pouchdb-server for the
+1.6 API: see integration/services/servers.py) through ``[couchdb]
+service_manager = command``, whose start command returns as soon as the
+server is spawned, as ``systemctl start couchdb`` does on a guest, unless
+``start_waits`` is set.
 """
 
 import configparser
+import json
 import pathlib
 import secrets
 import shutil
@@ -39,7 +44,8 @@ class GuestAgent(base.ServiceProcess):
     stop_timeout = 20.0
 
     def __init__(self, workdir, transport_url, couchdb, guest_id=None,
-                 key=None, report_interval=1, options=None):
+                 key=None, report_interval=1, options=None,
+                 start_waits=False):
         super().__init__(workdir)
         self.guest_id = guest_id or str(uuid.uuid4())
         self.key = key if key is not None else secrets.token_hex(16)
@@ -47,8 +53,11 @@ class GuestAgent(base.ServiceProcess):
         self.conf_dir = self.workdir / 'conf.d'
         self.state_dir = self.workdir / 'state'
         self.agent_log = self.workdir / 'trove-guestagent.log'
-        # CouchDB's configuration directory ([couchdb] config_dir).
-        self.couchdb_config_dir = self.workdir / 'couchdb-etc'
+        # CouchDB's configuration directory ([couchdb] config_dir): the
+        # server's own, or one of the agent's for a server that reads none.
+        self.couchdb_config_dir = (couchdb.config_dir
+                                   or self.workdir / 'couchdb-etc')
+        self.start_waits = start_waits
         self.transport_url = transport_url
         self.report_interval = report_interval
         self.options = options or {}
@@ -58,7 +67,8 @@ class GuestAgent(base.ServiceProcess):
         """What Trove 26's taskmanager writes into guest_info.conf."""
         return {'DEFAULT': {
             'guest_id': self.guest_id, 'datastore_manager': 'couchdb',
-            'datastore_version': '1.6', 'tenant_id': 'tenant-1',
+            'datastore_version': self.couchdb.datastore_version,
+            'tenant_id': 'tenant-1',
             'datastore_registry_ext': 'couchdb:%s' % MANAGER,
             'replication_strategy': 'CouchDBReplication',
             'ssl_mode': 'None', 'network_isolation': 'True',
@@ -78,12 +88,14 @@ class GuestAgent(base.ServiceProcess):
                 'state_change_wait_time': '60'},
             'couchdb': {
                 'service_manager': 'command',
-                'start_command': self.couchdb.start_command(pid_file, log),
+                'start_command': self.couchdb.start_command(
+                    pid_file, log, wait=self.start_waits),
                 'stop_command': self.couchdb.stop_command(pid_file),
                 'host': '127.0.0.1', 'port': str(self.couchdb.port),
                 'bind_address': '127.0.0.1',
                 'mount_point': str(self.couchdb.data_dir),
                 'config_dir': str(self.couchdb_config_dir),
+                'server_log_file': str(self.couchdb.server_log or log),
                 'couchdb_user': 'root', 'couchdb_group': 'root'},
         }
         for section, values in self.options.items():
@@ -159,7 +171,8 @@ class Guest:
             memory_mb=512, packages=[], databases=list(databases),
             users=list(users), device_path=device_path,
             mount_point=mount_point or str(self.couchdb.data_dir),
-            root_password=root_password, ds_version='1.6', **kwargs)
+            root_password=root_password,
+            ds_version=self.couchdb.datastore_version, **kwargs)
 
     def prepare_and_wait(self, timeout=120, **kwargs):
         self.prepare(**kwargs)
@@ -174,8 +187,24 @@ class Guest:
         session.auth = (username, password)
         return session
 
+    def admin_credentials(self):
+        """(user, password) of the agent's internal admin, from its state."""
+        creds = json.loads((self.agent.state_dir /
+                            'couchdb-os_admin.json').read_text())
+        return creds['user'], creds['password']
+
+    def admin_session(self):
+        """An HTTP session on the guest's CouchDB as the agent's admin."""
+        return self.session(*self.admin_credentials())
+
     def url(self, *segments):
         return '/'.join([self.couchdb.url] + list(segments))
+
+    def config_url(self, *segments):
+        """The server's configuration API: /_config on 1.x, else the node's."""
+        prefix = (['_config'] if self.couchdb.api_version == '1'
+                  else ['_node', '_local', '_config'])
+        return self.url(*prefix, *segments)
 
     # Nova's and Cinder's parts when Trove deletes the instance.
     def destroy_server(self):

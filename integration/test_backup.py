@@ -1,10 +1,12 @@
 """Backups as Trove makes them: create_backup on A, prepare(backup_info) on B.
 
-Real agents, real pouchdb-servers, a real single-node Swift; the control
+Real agents, each with its own server (the real CouchDB 3.5, and
+pouchdb-server for the 1.6 API), a real single-node Swift; the control
 plane's part is played through trove/guestagent/api.py and the conductor
-listener.  pouchdb-server's LevelDB files are not append-only, so these
-tests back up an idle server (the hot-copy rules are proven on real files in
-tests/unit/backup/test_archive.py).
+listener.  pouchdb-server's LevelDB files are not append-only, so the tests
+that run on both servers back up an idle server; the hot backups of real
+append-only shard files under writes and compaction run on CouchDB 3.5
+(test_backup_couchdb3.py).
 """
 
 import os
@@ -105,7 +107,7 @@ def test_backup_then_restore_as_a_new_instance(swift_guest):
     assert [d['_name'] for d in b.api.list_access('bob', '%')] == ['shop']
     assert b.api.is_root_enabled() is True
     assert b.session('root', 'root-pw-a').get(
-        b.url('_config', 'admins'), timeout=10).ok
+        b.config_url('admins'), timeout=10).ok
     # B's own internal admin still works: the agent keeps managing it.
     b.api.create_database([_db('after-restore')])
     b.conductor.wait_for_status(b.id, 'running', timeout=20)
@@ -116,6 +118,54 @@ def test_backup_then_restore_as_a_new_instance(swift_guest):
                        query_string='multipart-manifest=delete')
     _, listing = conn.get_container(CONTAINER)
     assert not [o for o in listing if o['name'].startswith(backup_id)]
+
+
+def test_restore_keeps_what_the_backup_holds_of_the_requested_data(
+        swift_guest):
+    # trove create --backup X --databases shop,extra --users ...: Trove
+    # passes the tenant's databases and users along with the backup, and
+    # the backup holds some of them already.
+    a = _prepared_source(swift_guest)
+    security = a.admin_session().get(a.url('shop', '_security'),
+                                     timeout=10).json()
+    backup_id = str(uuid.uuid4())
+    a.api.create_backup(_backup_info(a, backup_id))
+    fields = _wait_backup(a, backup_id).kwargs
+    assert fields['state'] == 'COMPLETED', fields
+
+    b = swift_guest('b')
+    message = b.prepare_and_wait(
+        backup_info={'id': backup_id, 'instance_id': a.id,
+                     'type': 'CouchDBBackup', 'location': fields['location'],
+                     'checksum': fields['checksum']},
+        databases=[_db('shop'), _db('extra')],
+        users=[_user('alice', 'alice-new-pw', ['shop']),
+               _user('carol', 'carol-pw', ['extra'])])
+    assert message.kwargs['payload']['service_status'] == 'running', (
+        b.agent.log_text()[-4000:])
+    # The databases: shop kept with its documents, extra created.
+    assert sorted(d['_name'] for d in b.api.list_databases()[0]) == [
+        'extra', 'shop']
+    assert b.session('alice', 'alice-new-pw').get(
+        b.url('shop', '_all_docs'), timeout=10).json()['total_rows'] == 200
+    # The users: alice kept with the password asked for, bob as he was,
+    # carol new; shop's _security as the backup had it.
+    assert b.session('alice', 'alice-pw').get(
+        b.url('shop'), timeout=10).status_code == 401
+    assert b.session('bob', 'bob-pw').get(b.url('shop'), timeout=10).ok
+    assert b.session('carol', 'carol-pw').get(b.url('extra'),
+                                              timeout=10).ok
+    assert sorted(u['_name'] for u in b.api.list_users()[0]) == [
+        'alice', 'bob', 'carol']
+    assert b.admin_session().get(b.url('shop', '_security'),
+                                 timeout=10).json() == security
+    # Root as it was on A; B's own internal admin manages B.
+    assert b.api.is_root_enabled() is True
+    assert b.session('root', 'root-pw-a').get(
+        b.config_url('admins'), timeout=10).ok
+    assert b.admin_credentials() != a.admin_credentials()
+    b.api.create_database([_db('after-restore')])
+    b.conductor.wait_for_status(b.id, 'running', timeout=20)
 
 
 def test_root_disabled_comes_back_disabled(swift_guest):

@@ -29,7 +29,7 @@ from swiftclient import exceptions as swift_exc
 from integration import guest as guest_mod
 from integration import test_backup
 from integration.services import base
-from integration.services import pouchdb as pouchdb_mod
+from integration.services import servers
 from integration.test_backup import _backup_info
 from integration.test_backup import _db
 from integration.test_backup import _fill
@@ -49,20 +49,23 @@ MiB = 1024 * 1024
 BALLAST = 32 * MiB
 SLOW_SEGMENT = 128 * 1024
 # What a guest keeps outside its data dir (<guest>/agent, <guest>/couchdb).
+# The agent's own files in CouchDB's configuration directory count too
+# (its admin, the runtime settings CouchDB writes), and the server's logs.
 BOOKKEEPING = ('*/agent/*.log', '*/agent/couchdb.pid',
                '*/agent/state/couchdb-*', '*/agent/state/prepare.*',
-               '*/couchdb/etc/config.json')
+               '*/couchdb/etc/config.json', '*/couchdb-etc/local.d/*.ini',
+               '*/couchdb/etc/local.d/*.ini', '*/couchdb/couchdb.log',
+               '*/couchdb/couchdb.out', '*/couchdb/epmd.log')
 
 
 # --- the source backup every restore fault damages ---------------------------
 
 @pytest.fixture(scope='module')
-def source(tmp_path_factory, rabbitmq, control_plane, swift):
+def source(tmp_path_factory, rabbitmq, control_plane, swift, server_kind):
     """Guest A with documents, users and a marker file, backed up once."""
     workdir = tmp_path_factory.mktemp('source')
-    couchdb = pouchdb_mod.PouchDBServer(workdir / 'couchdb')
+    couchdb = servers.make_server(server_kind, workdir / 'couchdb')
     couchdb.data_dir.mkdir(parents=True)
-    couchdb.config_file.parent.mkdir(parents=True)
     token, storage_url = swift.token_and_storage_url()
     agent = guest_mod.GuestAgent(
         workdir / 'agent', rabbitmq.transport_url, couchdb,
@@ -239,13 +242,13 @@ def _wait_no_segments(conn, backup_id, timeout=20):
 
 
 def _kill_couchdb(guest):
-    """SIGKILL the pouchdb-server the agent started (a crash)."""
+    """SIGKILL the server the agent started (a crash)."""
     pid = int((guest.agent.workdir / 'couchdb.pid').read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
     for _ in base.polling_loop(base.scaled(10)):
         if not base.pid_exists(pid):
             return
-    raise AssertionError("pouchdb-server %s survived SIGKILL" % pid)
+    raise AssertionError("CouchDB server %s survived SIGKILL" % pid)
 
 
 # --- Swift faults during a backup --------------------------------------------

@@ -3,23 +3,19 @@ drives them: prepare with ``overrides``, then ``update_overrides`` (save)
 and ``apply_overrides`` (live) for an attached group, ``update_overrides(
 remove=True)`` for a detached one."""
 
-import json
 import time
 
 import pytest
-import requests
 
 
 def _config(guest, section, key):
-    creds = json.loads((guest.agent.state_dir /
-                        'couchdb-os_admin.json').read_text())
-    answer = requests.get(guest.url('_config', section, key), timeout=10,
-                          auth=(creds['user'], creds['password']))
+    answer = guest.admin_session().get(guest.config_url(section, key),
+                                       timeout=10)
     return answer.json() if answer.ok else None
 
 
 def _overrides_file(guest):
-    path = (guest.agent.workdir / 'couchdb-etc' / 'local.d' /
+    path = (guest.agent.couchdb_config_dir / 'local.d' /
             '30-trove-overrides.ini')
     return path.read_text() if path.exists() else None
 

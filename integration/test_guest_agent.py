@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from integration.scenario import control_plane
+from integration.services import servers
 from trove.common import exception
 
 NOTIFICATION = {'notification_classname': 'trove.common.notification.Test',
@@ -54,10 +55,38 @@ def test_prepare_reports_building_then_running(guest):
     assert doc.status_code == 201, doc.text
     assert guest.api.is_root_enabled() is True
     root = guest.session('root', 'root-pw-1')
-    assert root.get(guest.url('_config', 'admins')).status_code == 200
+    assert root.get(guest.config_url('admins')).status_code == 200
     assert guest.conductor.select('report_root', guest.id)
     # Heartbeats keep coming after prepare, each one observed afresh.
     guest.conductor.wait_for_status(guest.id, 'running', timeout=10)
+
+
+@servers.only_on('couchdb3')
+@pytest.mark.parametrize('start_waits', [False, True],
+                         ids=['start-returns-at-once', 'start-waits'])
+def test_a_fresh_couchdb3_with_no_admin_prepares(guest_factory, start_waits):
+    # As the package leaves it: no admin, so CouchDB 3.x refuses to start;
+    # api_version is the default (auto); systemd's start returns before
+    # the server is up (or has refused), a start script may wait and fail.
+    g = guest_factory(start_waits=start_waits)
+    local_d = g.agent.couchdb_config_dir / 'local.d'
+    assert not list(local_d.glob('*.ini'))
+    # Far below state_change_wait_time (60 s): no wait ran out.
+    message = g.prepare_and_wait(timeout=30, databases=[_db('first')])
+    assert message.kwargs['payload']['service_status'] == 'running', (
+        g.agent.log_text()[-3000:])
+    admin = g.admin_session()
+    for db in ('_users', '_replicator', 'first'):
+        assert admin.get(g.url(db), timeout=10).status_code == 200, db
+    # The agent's admin is in the last file of the ini chain, where
+    # CouchDB replaced the clear password with its hash; no file of the
+    # configuration keeps the clear one.
+    runtime = (local_d / '99-trove-runtime.ini').read_text()
+    assert 'os_admin = -pbkdf2:sha256-' in runtime
+    password = g.admin_credentials()[1]
+    assert not [path for path in g.agent.couchdb_config_dir.rglob('*')
+                if path.is_file() and password in path.read_text()]
+    assert 'No Admin Account Found' not in g.couchdb.log.read_text()
 
 
 def test_database_round_trip_with_pagination(prepared_guest):
@@ -140,10 +169,10 @@ def test_root_enable_disable(prepared_guest):
     assert api.is_root_enabled() is True
     assert api.get_root_password() == root['_password']
     session = prepared_guest.session('root', root['_password'])
-    assert session.get(prepared_guest.url('_config', 'admins')).ok
+    assert session.get(prepared_guest.config_url('admins')).ok
     api.enable_root_with_password('chosen-root-pw')
     assert prepared_guest.session('root', 'chosen-root-pw').get(
-        prepared_guest.url('_config', 'admins')).ok
+        prepared_guest.config_url('admins')).ok
     api.disable_root()
     assert api.is_root_enabled() is False
 

@@ -149,7 +149,7 @@ def _assert_couchdb(guest, result):
         answer = alice.put(guest.url(db, 'doc-1'), json={'by': 'alice'})
         assert answer.status_code == 201, (db, answer.text)
     root = guest.session('root', result['enable_root']['password'])
-    assert root.get(guest.url('_config', 'admins')).status_code == 200
+    assert root.get(guest.config_url('admins')).status_code == 200
     admin = guest.session('root', result['enable_root']['password'])
     assert admin.get(guest.url('BadName')).status_code in (400, 404)
 

@@ -2,7 +2,8 @@
 
 The "root disk" of a simulated guest is everything outside the data
 directory: the agent's state directory, CouchDB's configuration directory
-and pouchdb-server's own config file (where it keeps the server admins, as
+(3.x: ``vm.args`` with the node name, ``local.ini``, ``local.d/``) and, for
+pouchdb-server, its own config file (where it keeps the server admins, as
 CouchDB 1.6 keeps them in local.ini).  Between the two calls the agent is
 stopped and all of that is deleted, as a rebuild from a new image would.
 """
@@ -17,14 +18,23 @@ _db = control_plane.database
 
 
 @pytest.fixture
-def upgradable(guest_factory, tmp_path):
-    # guest_factory keeps a guest's pouchdb-server under tmp_path/<name>.
-    pouchdb_config = tmp_path / 'upgraded' / 'couchdb' / 'etc' / 'config.json'
-    preserved = ['local.ini', 'local.d', 'vm.args', str(pouchdb_config)]
+def upgradable(guest_factory, tmp_path, server_kind):
+    preserved = ['local.ini', 'local.d', 'vm.args']
+    if server_kind == 'pouchdb':
+        # guest_factory keeps a guest's server under tmp_path/<name>.
+        preserved.append(str(tmp_path / 'upgraded' / 'couchdb' / 'etc' /
+                             'config.json'))
     guest = guest_factory('upgraded', options={
         'couchdb': {'upgrade_preserved_files': ', '.join(preserved)}})
-    assert guest.couchdb.config_file == pouchdb_config
     return guest
+
+
+def _root_disk(guest):
+    """What a rebuild from a new image loses."""
+    paths = [guest.agent.state_dir, guest.agent.couchdb_config_dir]
+    if guest.couchdb.kind == 'pouchdb':
+        paths.append(guest.couchdb.config_file)
+    return paths
 
 
 def test_an_upgrade_keeps_users_data_root_and_the_uuid(upgradable):
@@ -41,14 +51,20 @@ def test_an_upgrade_keeps_users_data_root_and_the_uuid(upgradable):
 
     info = guest.api.pre_upgrade()
     assert info['uuid'] == uuid_before
-    assert str(guest.couchdb.config_file) in info['saved_files']
+    if guest.couchdb.kind == 'pouchdb':
+        assert str(guest.couchdb.config_file) in info['saved_files']
+    else:
+        assert str(guest.agent.couchdb_config_dir / 'vm.args') in \
+            info['saved_files']
 
     # The new image: the agent and everything outside the data volume go.
     guest.agent.stop()
     guest.couchdb.stop()
-    for path in (guest.agent.state_dir, guest.agent.workdir / 'couchdb-etc'):
-        shutil.rmtree(path, ignore_errors=True)
-    guest.couchdb.config_file.unlink()
+    for path in _root_disk(guest):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     guest.agent.start()
 
     guest.api.post_upgrade(info)

@@ -105,11 +105,12 @@ class CouchDB3Server(base.ServiceProcess):
         self.home = couchdb_home()
         self.config_dir = self.workdir / "etc"
         self.data_dir = self.workdir / "data"
-        self.log = self.workdir / "couchdb.log"
+        self.log = self.server_log = self.workdir / "couchdb.log"
         self.node = f"couchdb-{secrets.token_hex(4)}@127.0.0.1"
         self._cookie = secrets.token_hex(16)
         self.admin = admin
         self._epmd = None
+        self._laid_out = False
         self._ctl_pid_files = []
 
     @property
@@ -138,9 +139,10 @@ class CouchDB3Server(base.ServiceProcess):
     def install(self):
         """Lay out etc/ and data/ (once) and start the node's epmd."""
         self._require_release()
-        local_d = self.config_dir / "local.d"
-        if not (self.config_dir / "vm.args").exists():
-            local_d.mkdir(parents=True, exist_ok=True)
+        if not self._laid_out:
+            # Once: what an upgrade deletes, the agent must put back.
+            self._laid_out = True
+            (self.config_dir / "local.d").mkdir(parents=True, exist_ok=True)
             self.data_dir.mkdir(parents=True, exist_ok=True)
             (self.config_dir / "vm.args").write_text(VM_ARGS.format(
                 node=self.node, cookie=self._cookie,

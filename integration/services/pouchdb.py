@@ -63,6 +63,13 @@ class PouchDBServer(base.ServiceProcess):
     """
 
     name = "pouchdb"
+    kind = "pouchdb"
+    api_version = "1"
+    datastore_version = "1.6"
+    # It reads no ini file: the agent's [couchdb] config_dir is its own.
+    config_dir = None
+    # Its log is its output (start_command's ``log``).
+    server_log = None
     start_timeout = 30.0
     stop_timeout = 15.0
 
@@ -120,13 +127,18 @@ class PouchDBServer(base.ServiceProcess):
 
     # The same server run by a service manager (the agent's
     # ``[couchdb] service_manager = command``): see integration/bin.
-    def start_command(self, pid_file, log):
-        """Shell-quoted command that starts this server detached."""
+    def start_command(self, pid_file, log, wait=True):
+        """Shell-quoted command that starts this server detached.
+
+        With ``wait=False`` it returns as soon as the server is spawned,
+        as ``systemctl start`` does.
+        """
         self._ctl_pid_files.append(pathlib.Path(pid_file))
-        return self._ctl(
-            "start", "--data-dir", self.data_dir,
-            "--config", self.config_file, "--port", self.port,
-            "--pid-file", pid_file, "--log", log, "--pouchdb-home", self.home)
+        args = ["start", "--data-dir", self.data_dir,
+                "--config", self.config_file, "--port", self.port,
+                "--pid-file", pid_file, "--log", log,
+                "--pouchdb-home", self.home]
+        return self._ctl(*args, *(() if wait else ("--no-wait",)))
 
     def stop_command(self, pid_file):
         """Shell-quoted command that stops the server of ``pid_file``."""

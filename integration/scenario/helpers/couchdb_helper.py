@@ -3,7 +3,8 @@
 It reaches an instance the way a tenant does, over CouchDB's HTTP API with
 a user's credentials, and knows CouchDB's side of every scenario: the data
 sets are documents in the helper user's database, names follow CouchDB's
-rules, configuration values are read back from ``/_config`` as root.
+rules, configuration values are read back as root from the server's
+configuration API (``/_node/_local/_config`` on 3.x, ``/_config`` on 1.x).
 """
 
 import hashlib
@@ -45,6 +46,14 @@ class CouchDBClient:
     def get(self, *segments, **kwargs):
         return self.request('GET', *segments, **kwargs).json()
 
+    def config(self, *segments):
+        """The path of the server's configuration API, or of a value in it:
+        3.x answers ``GET /_up``, 1.x has no such endpoint."""
+        up = requests.get(self.url('_up'), timeout=TIMEOUT)
+        prefix = (('_node', '_local', '_config') if up.status_code == 200
+                  else ('_config',))
+        return prefix + segments
+
     def status(self, method, *segments, **kwargs):
         """The HTTP status CouchDB answers, whatever it is."""
         return self.request(method, *segments, expect=(), **kwargs
@@ -75,7 +84,7 @@ class CouchDBClient:
 
     def config_value(self, section, key):
         """A server setting, or None (needs an admin: root)."""
-        answer = self.request('GET', '_config', section, key,
+        answer = self.request('GET', *self.config(section, key),
                               expect=(200, 404))
         return answer.json() if answer.status_code == 200 else None
 

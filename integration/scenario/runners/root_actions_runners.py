@@ -13,7 +13,8 @@ class RootActionsRunner(base.TestRunner):
 
     def _is_admin(self, password):
         """Whether root with ``password`` may read the server's admins."""
-        return self._root(password).status('GET', '_config', 'admins') == 200
+        root = self._root(password)
+        return root.status('GET', *root.config('admins')) == 200
 
     def run_check_root_never_enabled(self):
         assert self.instance.api.is_root_enabled() is False
@@ -45,5 +46,5 @@ class RootActionsRunner(base.TestRunner):
     def run_disable_root(self):
         self.instance.api.disable_root()
         assert self.instance.api.is_root_enabled() is False
-        assert self._root(self.password).status(
-            'GET', '_config', 'admins') in REFUSED
+        root = self._root(self.password)
+        assert root.status('GET', *root.config('admins')) in REFUSED
