@@ -282,6 +282,11 @@ def test_diagnostics_are_real_numbers(prepared_guest):
     assert found['disk_used_bytes'] > 0
     assert found['compactions_running'] == 0
     assert found['replication_jobs'] == 0
+    if prepared_guest.couchdb.kind == 'couchdb3':
+        # From the server's own statistics (pouchdb-server keeps none).
+        assert found['couchdb_open_databases'] >= 1
+        assert found['couchdb_database_writes'] >= 1
+        assert found['couchdb_request_time_ms'] > 0
 
 
 def test_compaction_can_be_requested_and_observed(prepared_guest):

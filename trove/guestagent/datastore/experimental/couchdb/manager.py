@@ -80,24 +80,11 @@ class Manager(manager.Manager):
         return status
 
     def datastore_diagnostics(self):
-        client = self.app.client
-        databases = documents = disk = compacting = 0
-        for db in client.all_dbs():
-            info = client.request('GET', [db])
-            databases += 1
-            documents += info.get('doc_count', 0)
-            sizes = info.get('sizes') or {}
-            disk += sizes.get('file', info.get('disk_size', 0)) or 0
-            compacting += bool(info.get('compact_running'))
-        return {'couchdb_version': client.server_info().get('version'),
-                'databases': databases, 'documents': documents,
-                'disk_used_bytes': disk, 'compactions_running': compacting,
-                'replication_jobs': len([
-                    row for row in client.all_docs(system.REPLICATOR_DB)[
-                        'rows'] if not row['id'].startswith('_design/')]),
-                # On a replica, per database: the source's update_seq, the
-                # sequence verified here and how many changes behind.
-                'replication': self.replication.status()}
+        diagnostics = self.app.diagnostics()
+        # On a replica, per database: the source's sequence, the sequence
+        # verified here and how many changes behind.
+        diagnostics['replication'] = self.replication.status()
+        return diagnostics
 
     def periodic_tasks(self):
         return [(self._replication_upkeep,

@@ -49,6 +49,9 @@ RUNTIME_INI_FILE = '99-trove-runtime.ini'
 HASH_FIELDS = ('derived_key', 'salt', 'iterations', 'password_scheme',
                 'pbkdf2_prf', 'password_sha')
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
+# Counters of CouchDB's statistics in the diagnostics (both versions).
+STATISTICS = ('open_databases', 'open_os_files', 'database_reads',
+              'database_writes')
 
 
 def generate_password(length=None):
@@ -265,6 +268,49 @@ class CouchDBApp:
         self.start_db()
         self.secure()
 
+    # -- diagnostics ------------------------------------------------------
+
+    def diagnostics(self):
+        """CouchDB's numbers for Trove's diagnostics: its version, its
+        databases, documents, disk used, compactions and replication jobs,
+        and what its own statistics count."""
+        client = self.client
+        databases = documents = disk = compacting = 0
+        for db in client.all_dbs():
+            info = client.request('GET', [db])
+            databases += 1
+            documents += info.get('doc_count', 0)
+            sizes = info.get('sizes') or {}
+            disk += sizes.get('file', info.get('disk_size', 0)) or 0
+            compacting += bool(info.get('compact_running'))
+        jobs = client.all_docs(system.REPLICATOR_DB)['rows']
+        numbers = {
+            'couchdb_version': client.server_info().get('version'),
+            'databases': databases, 'documents': documents,
+            'disk_used_bytes': disk, 'compactions_running': compacting,
+            'replication_jobs': len([row for row in jobs if not
+                                     row['id'].startswith('_design/')])}
+        numbers.update(self.statistics())
+        return numbers
+
+    def statistics(self):
+        """Counters of CouchDB's own statistics (``/_stats`` on 1.x,
+        ``/_node/_local/_stats`` on 3.x); None where it has none."""
+        client = self.client
+        if client.api_version == couch.API_V1:
+            stats = (client.request('GET', '/_stats') or {}).get('couchdb')
+        else:
+            stats = client.request('GET', ['_node', '_local', '_stats',
+                                           'couchdb'])
+        stats = stats if isinstance(stats, dict) else {}
+        found = {'couchdb_%s' % name: _stat_value(stats.get(name))
+                 for name in STATISTICS}
+        timing = stats.get('request_time')
+        found['couchdb_request_time_ms'] = _stat_value(
+            timing, 'median' if client.api_version == couch.API_V3
+            else 'mean')
+        return found
+
     # -- configuration ----------------------------------------------------
 
     def _listener_section(self):
@@ -408,6 +454,17 @@ class CouchDBApp:
             return []
         from trove.guestagent.common import packages as package_manager
         return package_manager.install_if_needed(list(packages))
+
+
+def _stat_value(entry, field='current'):
+    """A statistic's value: 3.x ``{"value": N}`` (a histogram's ``field``
+    inside), 1.x ``{"current": N, "mean": ...}``; None if absent."""
+    if not isinstance(entry, dict):
+        return None
+    value = entry.get('value', entry)
+    if isinstance(value, dict):
+        value = value.get(field)
+    return value if isinstance(value, (int, float)) else None
 
 
 def _is_server_admin(client):
