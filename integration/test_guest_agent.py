@@ -86,7 +86,12 @@ def test_a_fresh_couchdb3_with_no_admin_prepares(guest_factory, start_waits):
     password = g.admin_credentials()[1]
     assert not [path for path in g.agent.couchdb_config_dir.rglob('*')
                 if path.is_file() and password in path.read_text()]
-    assert 'No Admin Account Found' not in g.couchdb.log.read_text()
+    # A single node: system databases made by CouchDB, one copy of each
+    # shard, no "N=3 but only 1 node" error per database.
+    assert admin.get(g.url('first'), timeout=10).json()['cluster']['n'] == 1
+    log = g.couchdb.log.read_text()
+    assert 'No Admin Account Found' not in log
+    assert 'Request to create N=3 DB' not in log
 
 
 def test_database_round_trip_with_pagination(prepared_guest):

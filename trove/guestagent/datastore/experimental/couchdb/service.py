@@ -33,6 +33,15 @@ Health = couch.Health
 
 # Written by stop_db, removed by start_db: "CouchDB is down on purpose".
 STOP_MARKER_FILE = 'couchdb-stopped-by-agent'
+# A Trove instance is one CouchDB node: CouchDB 3.x then creates its system
+# databases itself and new databases have one copy of each shard (the
+# default, n = 3, logs an error for every database on a single node).
+# 1.x has neither setting and ignores them.  First in local.d, so Trove's
+# configuration and the operator's groups win.
+SINGLE_NODE_INI_FILE = '00-trove-single-node.ini'
+SINGLE_NODE_INI = (b'; Written by the Trove guest agent: this instance is a '
+                   b'single CouchDB node.\n[couchdb]\nsingle_node = true\n'
+                   b'\n[cluster]\nn = 1\n')
 # Where earlier releases of the agent wrote its admin (now removed).
 LEGACY_ADMIN_INI_FILE = '10-trove-admin.ini'
 CONFIG_INI_FILE = '10-trove.ini'
@@ -257,8 +266,13 @@ class CouchDBApp:
         in its configuration files before its first start, whatever API it
         will turn out to speak: CouchDB 1.x reads the same ``[admins]``
         section.  (A 1.x server that reads no ini file gets it through its
-        configuration API once it is up.)
+        configuration API once it is up.)  The server is also told it is a
+        single node (``SINGLE_NODE_INI``).
         """
+        single_node = os.path.join(self.local_d(), SINGLE_NODE_INI_FILE)
+        if not os.path.exists(single_node):
+            files.write_atomically(single_node, SINGLE_NODE_INI, 0o644,
+                                   couchdb_owner())
         if self.credentials.load() is None:
             password = generate_password()
             self.credentials.save(password)
