@@ -11,8 +11,10 @@
 # under the License.
 """The test service controllers start, serve and stop real services."""
 
+import os
 import pathlib
 import shlex
+import socket
 import subprocess
 
 import kombu
@@ -20,6 +22,7 @@ import pytest
 import requests
 
 from integration.services import base
+from integration.services.couchdb3 import CouchDB3Server
 from integration.services.pouchdb import PouchDBServer
 from integration.services.rabbitmq import RabbitMQBroker
 
@@ -230,3 +233,132 @@ def test_couchdb_ctl_stop_never_signals_a_foreign_pid(tmp_path):
             assert not pid_file.exists()
         finally:
             foreign.kill()
+
+
+# The real CouchDB 3.5
+
+def listening_addresses(pids):
+    """(address, port) of every TCP socket these processes listen on."""
+    inodes = set()
+    for pid in pids:
+        try:
+            fds = list(pathlib.Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                inodes.add(os.readlink(fd))
+            except OSError:
+                continue
+    found = set()
+    for table, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
+        for row in pathlib.Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] != "0A" or f"socket:[{fields[9]}]" not in inodes:
+                continue
+            address, port = fields[1].split(":")
+            found.add((_address(address, family), int(port, 16)))
+    return found
+
+
+def _address(hex_address, family):
+    raw = bytes.fromhex(hex_address)
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    return socket.inet_ntop(socket.AF_INET6, words)
+
+
+def test_couchdb3_node_listens_on_loopback_only_and_stops_whole(tmp_path):
+    server = CouchDB3Server(tmp_path / "node")
+    try:
+        server.start()
+        session = server.session()
+        info = session.get(server.url + "/", timeout=10).json()
+        assert info["version"].startswith("3.")
+        node = session.get(server.url + "/_node/_local", timeout=10).json()
+        assert node["name"] == server.node
+        assert (session.get(server.url + "/_node/_local/_config/couchdb/"
+                            "database_dir", timeout=10).json()
+                == str(server.data_dir))
+        pids = process_tree(server.pid) | {server.epmd_pid}
+        addresses = listening_addresses(pids)
+        ports = {port for _address, port in addresses}
+        assert {server.port, server.epmd_port} <= ports
+        assert {address for address, _port in addresses} <= {
+            "127.0.0.1", "::1"}, addresses
+    finally:
+        server.stop()
+    assert wait_until_gone(pids) == set()
+    assert not base.port_is_open(server.port)
+    assert not base.port_is_open(server.epmd_port)
+
+
+def test_couchdb3_refuses_to_start_without_an_admin(tmp_path):
+    server = CouchDB3Server(tmp_path / "node", admin=None)
+    try:
+        with pytest.raises(base.ServiceStartError) as raised:
+            server.start()
+    finally:
+        server.stop()
+    assert "No Admin Account Found" in server.log_file.read_text()
+    assert "exited" in str(raised.value)
+
+
+@pytest.mark.parametrize("wait", [True, False], ids=["waits", "at-once"])
+def test_couchdb_ctl_runs_a_couchdb3_node(tmp_path, wait):
+    server = CouchDB3Server(tmp_path / "node")
+    pid_file = tmp_path / "run" / "couchdb.pid"
+    start = server.start_command(pid_file, tmp_path / "couchdb.out",
+                                 wait=wait)
+    stop = server.stop_command(pid_file)
+    try:
+        server.give_admin(*server.admin)
+        first = run(start)
+        assert first.returncode == 0, first.stderr
+        pid = int(pid_file.read_text())
+        for _ in base.polling_loop(base.scaled(30)):
+            if server.is_ready():
+                break
+        assert server.session().get(server.url + "/_up", timeout=5).ok
+        again = run(start)
+        assert "already running" in again.stdout
+        assert int(pid_file.read_text()) == pid
+
+        tree = process_tree(pid)
+        stopped = run(stop)
+        assert stopped.returncode == 0, stopped.stderr
+        assert wait_until_gone(tree) == set()
+        assert not pid_file.exists()
+        assert run(stop).returncode == 0
+    finally:
+        server.stop()
+
+
+def test_couchdb_ctl_reports_a_couchdb3_that_refuses_to_start(tmp_path):
+    server = CouchDB3Server(tmp_path / "node", admin=None)
+    pid_file = tmp_path / "couchdb.pid"
+    try:
+        result = run(server.start_command(pid_file, tmp_path / "out.log"))
+    finally:
+        server.stop()
+    assert result.returncode != 0
+    assert "CouchDB exited" in result.stderr
+    assert "No Admin Account Found" in result.stderr
+    assert not pid_file.exists()
+
+
+def test_couchdb_ctl_stop_never_signals_another_couchdb3(tmp_path):
+    ours = CouchDB3Server(tmp_path / "ours")
+    other = CouchDB3Server(tmp_path / "other")
+    pid_file = tmp_path / "ours.pid"
+    try:
+        other.start()
+        ours.install()
+        pid_file.write_text(f"{other.pid}\n")
+        result = run(ours.stop_command(pid_file))
+        assert result.returncode == 0, result.stderr
+        assert other.is_running() and other.is_ready()
+    finally:
+        ours.stop()
+        other.stop()
