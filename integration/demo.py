@@ -1,7 +1,8 @@
 """The project's main job, run locally: one Trove guest, end to end.
 
-Starts RabbitMQ, a single-node Swift and a CouchDB-compatible server
-(pouchdb-server) on loopback, starts the real agent process
+Starts RabbitMQ, a single-node Swift and, for each instance, a real
+Apache CouchDB 3.5 node (``--server pouchdb``: pouchdb-server, the CouchDB
+1.6 API) on loopback, starts the real agent process
 (``trove-guestagent``), then plays Trove's control plane: prepare, create a
 database and a user, write documents as that user, show the heartbeats the
 conductor receives, back the instance up to Swift, restore the backup as a
@@ -13,6 +14,7 @@ Run it with ``tools/demo`` (which installs what is missing first).
 
 import trove  # noqa: F401,I001  (threading backend before oslo.messaging)
 
+import argparse
 import contextlib
 import logging
 import pathlib
@@ -27,8 +29,8 @@ import oslo_messaging as messaging
 
 from integration import conductor as conductor_listener
 from integration import guest as guest_mod
-from integration.services import pouchdb
 from integration.services import rabbitmq
+from integration.services import servers
 from integration.services import swift as swift_mod
 import trove.common.cfg  # noqa: F401
 from trove import rpc
@@ -72,10 +74,12 @@ def start_services(stack, workdir):
 BACKUP_KEY = secrets.token_hex(32)
 
 
-def start_guest(stack, workdir, broker, listener, swift, name):
-    couchdb = pouchdb.PouchDBServer(workdir / name / 'couchdb')
+SERVER_NAMES = {'couchdb3': 'CouchDB 3.5', 'pouchdb': 'pouchdb-server'}
+
+
+def start_guest(stack, workdir, broker, listener, swift, name, kind):
+    couchdb = servers.make_server(kind, workdir / name / 'couchdb')
     couchdb.data_dir.mkdir(parents=True, exist_ok=True)
-    couchdb.config_file.parent.mkdir(parents=True, exist_ok=True)
     stack.callback(couchdb.stop)
     token, storage_url = swift.token_and_storage_url()
     options = {'DEFAULT': {'swift_url': storage_url[:-len('test')],
@@ -87,8 +91,8 @@ def start_guest(stack, workdir, broker, listener, swift, name):
     say("Starting guest agent %s: trove-guestagent --config-dir %s", name,
         agent.conf_dir)
     agent.start()
-    show("instance %s, CouchDB (pouchdb-server) will listen on %s",
-         agent.guest_id, couchdb.url)
+    show("instance %s, %s will listen on %s", agent.guest_id,
+         SERVER_NAMES[kind], couchdb.url)
     return guest_mod.Guest(agent, listener, auth_token=token,
                            project_id='test')
 
@@ -163,7 +167,8 @@ def backup(guest):
     guest.api.create_backup({'id': backup_id, 'name': 'demo',
                              'instance_id': guest.id, 'parent': None,
                              'datastore': 'couchdb',
-                             'datastore_version': '1.6'})
+                             'datastore_version':
+                                 guest.couchdb.datastore_version})
     done = guest.conductor.wait_for(
         'update_backup', guest.id,
         lambda m: m.kwargs.get('state') in ('COMPLETED', 'FAILED'),
@@ -234,7 +239,18 @@ def _until(predicate, timeout=20):
         time.sleep(0.2)
 
 
-def main():
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog='tools/demo', description='One Trove guest, end to end.')
+    parser.add_argument('--server', choices=servers.KINDS,
+                        default='couchdb3',
+                        help='the server each instance runs: the real '
+                        'CouchDB 3.5 (default) or pouchdb-server (1.6 API)')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     # py-amqp warns about a frame that arrives while Trove's client closes
     # the channel it used to create the guest's queue: harmless, not shown.
     logging.getLogger('amqp').setLevel(logging.ERROR)
@@ -245,14 +261,14 @@ def main():
         with contextlib.ExitStack() as stack:
             broker, listener, swift = start_services(stack, workdir)
             guest = start_guest(stack, workdir, broker, listener, swift,
-                                'first')
+                                'first', args.server)
             prepare(guest, alice_password)
             manage(guest, bob_password)
             write_documents(guest, alice_password)
             heartbeats(guest)
             backup_info = backup(guest)
             second = start_guest(stack, workdir, broker, listener, swift,
-                                 'second')
+                                 'second', args.server)
             restore(second, backup_info, alice_password)
             replicate(guest, second, alice_password)
             say("Stopping everything the demo started")
