@@ -1,6 +1,7 @@
 """The configuration templates an operator installs into Trove."""
 
 import configparser
+import json
 import pathlib
 
 import jinja2
@@ -34,3 +35,19 @@ def test_config_template_renders_for_a_flavor():
     parser.read_string(text)
     assert parser['couchdb']['max_dbs_open'] == '612'
     assert parser['log']['level'] == 'info'
+
+
+@pytest.mark.parametrize('name', ['validation-rules.json',
+                                  'validation-rules-1.6.json'])
+def test_rules_load_as_trove_manage_loads_them(name):
+    """trove-manage db_load_datastore_config_parameters stores name,
+    restart_required, type, max and min of every entry, one row per name."""
+    entries = json.loads((TEMPLATES / 'couchdb' / name).read_text())[
+        'configuration-parameters']
+    names = [entry['name'] for entry in entries]
+    assert len(names) == len(set(names))
+    for entry in entries:
+        assert set(entry) <= {'name', 'restart_required', 'type', 'min',
+                              'max'}, entry
+        assert isinstance(entry['restart_required'], bool), entry
+        assert entry['type'] in ('integer', 'float', 'boolean', 'string')
