@@ -6,6 +6,7 @@ version its server speaks."""
 
 import configparser
 import json
+import os
 
 import pytest
 
@@ -242,11 +243,14 @@ def test_a_dynamic_group_releases_restart_required_once_applied(
     assert app.client.config_get('log', 'level') == 'warning'
 
 
-def test_remove_drops_the_file_and_the_live_values(app, overrides):
+def test_remove_empties_the_file_and_unsets_the_live_values(app, overrides):
     group = {'couchdb/max_dbs_open': 300}
     overrides.update(group)
     overrides.apply(group)
     overrides.update({}, remove=True)
+    # Emptied, not deleted: CouchDB 3.x re-reads the files it started with.
+    path = os.path.join(app.local_d(), configuration.OVERRIDES_INI_FILE)
+    assert os.path.exists(path)
     assert _ini(app) == {}
     assert overrides.current() == {}
     assert app.client.get_or_none(

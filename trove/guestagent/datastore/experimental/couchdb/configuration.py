@@ -40,6 +40,8 @@ RULES_FILES = {
     couch.API_V1: RULES_DIR / 'validation-rules-1.6.json',
 }
 OVERRIDES_INI_FILE = '30-trove-overrides.ini'
+NO_OVERRIDES = ('; No configuration group is attached to this instance '
+                '(written by the Trove guest agent).\n')
 STATE_FILE = 'couchdb-overrides.json'
 _FILE_COMPRESSION = ('none', 'deflate_1', 'deflate_2', 'deflate_3',
                      'deflate_4', 'deflate_5', 'deflate_6', 'deflate_7',
@@ -303,13 +305,23 @@ class Overrides:
             LOG.info("Unset %s live", name)
 
     def _write(self, values):
+        """The group's file; without values, one with no setting.
+
+        The file is emptied, never deleted: CouchDB 3.x re-reads the ini
+        files it started with on every configuration DELETE and answers
+        500 (admin logins failing after it) once one of them is gone.
+        Emptied, a DELETE of a live value brings back what Trove's
+        configuration or CouchDB's defaults say.
+        """
         path = os.path.join(self.app.local_d(), OVERRIDES_INI_FILE)
-        if not values:
-            if os.path.exists(path):
-                os.unlink(path)
-        else:
+        if values:
             text = render_ini({tuple(n.split('/', 1)): v
                                for n, v in values.items()})
+        elif os.path.exists(path):
+            text = NO_OVERRIDES
+        else:
+            text = None
+        if text is not None:
             files.write_atomically(path, text.encode('utf-8'), 0o640,
                                    service.couchdb_owner())
         self.state.update(overrides=values or None)
