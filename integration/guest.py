@@ -95,12 +95,18 @@ class GuestAgent(base.ServiceProcess):
                 'bind_address': '127.0.0.1',
                 'mount_point': str(self.couchdb.data_dir),
                 'config_dir': str(self.couchdb_config_dir),
-                'server_log_file': str(self.couchdb.server_log or log),
+                'server_log_file': str(self.server_log),
                 'couchdb_user': 'root', 'couchdb_group': 'root'},
         }
         for section, values in self.options.items():
             conf.setdefault(section, {}).update(values)
         return conf
+
+    @property
+    def server_log(self):
+        """The server's log ([couchdb] server_log_file): the file its
+        [log] section names, or its output (pouchdb-server)."""
+        return self.couchdb.server_log or self.workdir / 'couchdb.log'
 
     def write_config(self):
         self.conf_dir.mkdir(parents=True, exist_ok=True)

@@ -450,9 +450,23 @@ class CouchDBApp:
         for db in system.SYSTEM_DBS_3X:
             if client.exists([db]):
                 continue
-            client.request('PUT', [db], expected=(201, 202, 412))
+            try:
+                client.request('PUT', [db], expected=(201, 202, 412))
+            except exception.CouchDBError:
+                # With single_node, CouchDB creates them itself once it is
+                # up: a PUT meanwhile conflicts (HTTP 500, "conflict").
+                if not self._appears(db):
+                    raise
+                continue
             created.append(db)
         return created
+
+    def _appears(self, db, timeout=10.0):
+        """Whether database ``db`` exists within ``timeout`` seconds."""
+        for _attempt in couch.polling_loop(timeout, self.poll_interval):
+            if self.client.exists([db]):
+                return True
+        return False
 
     # -- the OS -----------------------------------------------------------
 
