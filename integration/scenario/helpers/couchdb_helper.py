@@ -172,8 +172,12 @@ class CouchDBHelper(test_helper.TestHelper):
     def get_dynamic_group(self):
         return {'couchdb/max_dbs_open': 321, 'log/level': 'warning'}
 
-    def get_non_dynamic_group(self):
-        return {'httpd/max_connections': 512}
+    def get_non_dynamic_group(self, kind):
+        """A setting CouchDB reads only at start, in the rules of the
+        server's version (validation-rules.json for 3.x, the 1.6 file)."""
+        if kind == 'pouchdb':
+            return {'httpd/max_connections': 512}
+        return {'chttpd_auth_lockout/max_lifetime': 120000}
 
     def get_invalid_groups(self):
         return [{'couchdb/max_dbs_open': 1},
