@@ -89,9 +89,11 @@ class UserActionsRunner(base.TestRunner):
         renamed = first['name'] + '_renamed'
         self.instance.api.update_attributes(
             first['name'], '%', {'name': renamed, 'password': 'renamed-pw'})
-        self.wait_until(lambda: self.instance.api.get_user(renamed, '%'),
-                        30, 'the renamed user')
-        assert self.instance.api.get_user(first['name'], '%') is None
+        # A cast: the new name appears before the old one goes.
+        self.wait_until(
+            lambda: (self.instance.api.get_user(renamed, '%') and
+                     self.instance.api.get_user(first['name'], '%') is None),
+            30, 'the renamed user in place of the old name')
         assert [d['_name'] for d in self.instance.api.list_access(
             renamed, '%')] == first['databases']
         assert self._client({'name': renamed}, 'renamed-pw').can_read(
