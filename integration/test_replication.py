@@ -1,10 +1,15 @@
 """Read replicas, driven as Trove's taskmanager drives replication.
 
-Each guest is a real agent managing its own pouchdb-server, reached only
-through ``trove/guestagent/api.py`` over RabbitMQ.  The flows follow Trove
-26's taskmanager (``trove/taskmanager/{manager,models}.py``): a replica is
-prepared with the source's ``get_replication_snapshot``; promote and eject
-call the same guest methods in the same order as Trove does.
+Each guest is a real agent managing its own server (a real CouchDB 3.5
+node, or a pouchdb-server for the 1.6 API: every test runs on both),
+reached only through ``trove/guestagent/api.py`` over RabbitMQ.  The flows
+follow Trove 26's taskmanager (``trove/taskmanager/{manager,models}.py``):
+a replica is prepared with the source's ``get_replication_snapshot``;
+promote and eject call the same guest methods in the same order as Trove
+does.
+
+Where pouchdb-server and CouchDB differ, the tests assert what CouchDB
+does and say what the stand-in does instead.
 """
 
 import json
@@ -18,12 +23,25 @@ from integration.services import base
 
 MASTER_USERS = [{'_name': 'alice', '_password': 'alice-pw', '_host': '%',
                  '_databases': [{'_name': 'shop'}]}]
+ACCOUNT = 'os_replicator'
+EXCHANGE = 'trove_replication'
+# CouchDB's answers to writes the guard refuses (validate_doc_update).
+READ_ONLY = {'error': 'forbidden',
+             'reason': 'This database is read-only: it is a replica. '
+                       'Write to the replication source.'}
+ACCOUNT_ONLY_READS = {'error': 'forbidden', 'reason': 'The replication '
+                      'account of this instance only reads.'}
 
 _db = control_plane.database
 
 
 def _wait(predicate, timeout, what):
     return control_plane.wait_until(predicate, timeout, what, interval=0.05)
+
+
+def _real(guest):
+    """Whether the guest runs a real CouchDB 3.x (not pouchdb-server)."""
+    return guest.couchdb.kind == 'couchdb3'
 
 
 def _create_replica(master, replica):
@@ -50,21 +68,51 @@ def _has_doc(guest, db, doc_id):
     return _admin(guest).get(guest.url(db, doc_id), timeout=10).ok
 
 
+def _seq(seq):
+    """The number of an update sequence: 1.x's int, 3.x's "N-opaque"."""
+    return int(str(seq).split('-', 1)[0])
+
+
+def _account(master):
+    """A session on the source as the replication account."""
+    context = master.api.get_replica_context()['master']
+    return master.session(context['user'], context['password'])
+
+
+def _registrations(master):
+    """The replicas registered in the source's exchange database."""
+    rows = _admin(master).get(master.url(EXCHANGE, '_all_docs'),
+                              timeout=10).json().get('rows', [])
+    return sorted(r['id'] for r in rows if r['id'].startswith('replica:'))
+
+
+def _job_states(replica):
+    """{_replicator doc id: state} from CouchDB 3.x's /_scheduler/docs."""
+    docs = _admin(replica).get(replica.url('_scheduler', 'docs',
+                                           '_replicator'),
+                               timeout=10).json()['docs']
+    return {d['doc_id']: d['state'] for d in docs
+            if d['doc_id'].startswith('trove-')}
+
+
 def _gone_from_replica(master, replica, db):
     """Whether the replica's agent deleted ``db`` after the source did.
 
-    pouchdb-server creates a database on any write to it (CouchDB answers
-    404): a replication checkpoint written just after a deletion undoes
-    it on the source, and the write of a job stopping just after the
-    agent deleted its database brings it back on the replica.  Both are
-    the stand-in's doing, so they are undone here, and what is asserted
-    is the agent's own deletion.
+    CouchDB answers 404 to a write into a deleted database.  pouchdb-server
+    creates a database on any write to it: a replication checkpoint
+    written just after a deletion undoes it on the source, and the write
+    of a job stopping just after the agent deleted its database brings it
+    back on the replica.  On the stand-in both are undone here, and what is
+    asserted is the agent's own deletion.
     """
+    deleted = ('Database %s: deleted on the source, deleted here' % db
+               in replica.agent.log_text())
+    if _real(master):
+        return (deleted and _doc_count(master, db) is None
+                and _doc_count(replica, db) is None)
     if _doc_count(master, db) is not None:
         _admin(master).delete(master.url(db), timeout=10)
         return False
-    deleted = ('Database %s: deleted on the source, deleted here' % db
-               in replica.agent.log_text())
     if deleted and _doc_count(replica, db) is not None:
         _admin(replica).delete(replica.url(db), timeout=10)
     return deleted and _doc_count(replica, db) is None
@@ -115,13 +163,16 @@ def test_replica_follows_its_source(master, make_replica):
     refused = alice.put(replica.url('shop', 'local'), json={'v': 1},
                         timeout=10)
     assert refused.status_code == 403, refused.text
-    assert 'read-only' in refused.json()['reason']
+    assert refused.json() == READ_ONLY
 
-    # Databases created and deleted on the source follow.
+    # Databases created and deleted on the source follow.  CouchDB 3.x
+    # creates databases admin-only: alice writes once she is granted.
     master.api.create_database([_db('orders')])    # a cast: wait for it
-    _wait(lambda: writer.put(master.url('orders', 'o1'), json={'v': 1},
-                             timeout=10).status_code == 201, 30,
+    _wait(lambda: _doc_count(master, 'orders') is not None, 30,
           'the new database on the source')
+    master.api.grant_access('alice', '%', [_db('orders')])
+    assert writer.put(master.url('orders', 'o1'), json={'v': 1},
+                      timeout=10).status_code == 201
     _wait(lambda: _has_doc(replica, 'orders', 'o1'), 30,
           'a new database on the replica')
     master.api.delete_database(_db('orders'))
@@ -144,11 +195,12 @@ def test_replica_follows_its_source(master, make_replica):
     replica.api.wait_for_txn(txn)
     source_id, replicated = replica.api.get_last_txn()
     assert source_id == master.id
-    assert replicated >= txn['shop']
+    assert replicated >= _seq(txn['shop'])
     # Per database, how far the replica has got in the source's sequence.
-    assert replica.api.get_latest_txn_id()['shop'] >= txn['shop']
+    assert _seq(replica.api.get_latest_txn_id()['shop']) >= _seq(txn['shop'])
     lag = replica.api.get_diagnostics()['replication']['shop']
-    assert lag['replicated_seq'] >= txn['shop'] and lag['behind'] >= 0
+    assert lag['behind'] == 0
+    assert _seq(lag['replicated_seq']) >= _seq(txn['shop'])
 
     # Restart the replica's CouchDB: replication resumes.
     replica.api.restart()
@@ -159,8 +211,10 @@ def test_replica_follows_its_source(master, make_replica):
 
     # Detach: the replica keeps its data and becomes writable.
     account = master.api.get_replica_context()['master']
+    assert _registrations(master) == ['replica:' + replica.id]
     info = control_plane.detach(replica, master)
     assert info['replica_id'] == replica.id
+    assert _registrations(master) == []
     # The last replica has gone: the account's password is rotated.
     _wait(lambda: requests.get(
         master.url('_session'), timeout=10,
@@ -172,6 +226,67 @@ def test_replica_follows_its_source(master, make_replica):
                timeout=10)
     time.sleep(2)
     assert not _has_doc(replica, 'shop', 'after-detach')
+
+
+def test_the_account_reads_all_it_replicates_and_writes_nothing(
+        master, make_replica):
+    replica = make_replica('replica')
+    _create_replica(master, replica)
+    _wait(lambda: _doc_count(replica, 'shop') == 1001, 60,
+          'the documents on the replica')
+    account = _account(master)
+
+    # It reads the tenant's databases and writes only _local checkpoints:
+    # the guard refuses it any document, one by one or in bulk.
+    assert account.get(master.url('shop', 'doc-0001'), timeout=10).ok
+    refused = account.put(master.url('shop', 'mine'), json={'v': 1},
+                          timeout=10)
+    assert (refused.status_code, refused.json()) == (403, ACCOUNT_ONLY_READS)
+    assert account.put(master.url('shop', '_local', 'checkpoint'),
+                       json={'v': 1}, timeout=10).status_code == 201
+    # In the exchange, it reads the publication and may write its
+    # registrations, nothing else.
+    published = account.get(master.url(EXCHANGE, 'source'), timeout=10)
+    assert sorted(published.json()['databases']) == ['shop']
+    refused = account.put(master.url(EXCHANGE, 'source'),
+                          json=dict(published.json(), databases={}),
+                          timeout=10)
+    assert refused.status_code == 403, refused.text
+    assert _registrations(master) == ['replica:' + replica.id]
+
+    # The exchange is the agent's: hidden from the tenant, refused to it.
+    assert [d['_name'] for d in master.api.list_databases()[0]] == ['shop']
+    with pytest.raises(Exception) as raised:
+        master.api.grant_access('alice', '%', [_db(EXCHANGE)])
+    assert 'reserved' in str(raised.value)
+    # (pouchdb-server answers 401 where CouchDB says 403 to a non-member.)
+    assert master.session('alice', 'alice-pw').get(
+        master.url(EXCHANGE, 'source'), timeout=10).status_code == (
+            403 if _real(master) else 401)
+    assert [d['_name'] for d in replica.api.list_databases()[0]] == ['shop']
+    assert _doc_count(replica, EXCHANGE) is None      # never replicated
+
+    if not _real(master):
+        # pouchdb-server lets users read their own _users document and
+        # anyone list databases (CouchDB 1.6 did), and runs no
+        # validate_doc_update on _bulk_docs.
+        return
+    # CouchDB 3.x: _users and /_all_dbs are admin-only, the account
+    # cannot even read its own _users document, and the replica follows.
+    own = account.get(master.url('_users', 'org.couchdb.user:' + ACCOUNT),
+                      timeout=10)
+    assert (own.status_code, own.json()['error']) == (403, 'forbidden')
+    assert account.get(master.url('_all_dbs'), timeout=10).status_code == 401
+    assert _job_states(replica) == {'trove-shop': 'running'}
+    bulk = replica.session('alice', 'alice-pw').post(
+        replica.url('shop', '_bulk_docs'), json={'docs': [{'_id': 'b'}]},
+        timeout=10)
+    assert bulk.status_code == 201
+    assert bulk.json() == [dict(READ_ONLY, id='b')]
+    master.session('alice', 'alice-pw').put(master.url('shop', 'new'),
+                                            json={'v': 1}, timeout=10)
+    _wait(lambda: _has_doc(replica, 'shop', 'new'), 10,
+          'a write on the source on the replica')
 
 
 def test_attach_refuses_bad_input_and_changes_nothing(master, make_replica):
@@ -196,6 +311,7 @@ def test_attach_refuses_bad_input_and_changes_nothing(master, make_replica):
                                timeout=10).json()['rows']
     assert [r['id'] for r in jobs if r['id'].startswith('trove-')] == []
     assert replica.api.get_last_txn() == [None, 0]
+    assert _registrations(master) == []
 
 
 def test_a_failing_job_shows_in_the_heartbeat(master, make_replica):
@@ -205,9 +321,10 @@ def test_a_failing_job_shows_in_the_heartbeat(master, make_replica):
           'the documents on the replica')
     # Someone changes the replication account's password on the source.
     admin = _admin(master)
-    url = master.url('_users', 'org.couchdb.user:os_replicator')
+    url = master.url('_users', 'org.couchdb.user:' + ACCOUNT)
     doc = admin.get(url, timeout=10).json()
-    for field in ('derived_key', 'salt', 'iterations', 'password_scheme'):
+    for field in ('derived_key', 'salt', 'iterations', 'password_scheme',
+                  'pbkdf2_prf'):
         doc.pop(field, None)
     doc['password'] = 'changed-behind-its-back'
     assert admin.put(url, json=doc, timeout=10).ok
@@ -235,7 +352,12 @@ def test_promote_and_eject_with_three_instances(master, make_replica):
               'the new source\'s write on %s' % follower.agent.workdir.name)
     refused = master.session('alice', 'alice-pw').put(
         master.url('shop', 'old'), json={'v': 1}, timeout=10)
-    assert refused.status_code == 403, refused.text
+    assert (refused.status_code, refused.json()) == (403, READ_ONLY)
+    # The old source is a replica now: its account and exchange are gone.
+    assert _doc_count(master, EXCHANGE) is None
+    assert _registrations(first) == ['replica:' + g.id
+                                     for g in sorted((master, second),
+                                                     key=lambda g: g.id)]
 
     # The new source dies: eject it; the most current replica takes over.
     first.agent.stop()

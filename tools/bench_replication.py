@@ -3,25 +3,30 @@
 
 One run starts a private RabbitMQ, plays Trove's control plane as
 integration/conftest.py does, and runs ``--repeat`` rounds on fresh servers
-(the order of the two pairs alternates between rounds):
+(the order of the two pairs alternates between rounds).  The servers are
+real CouchDB 3.5 nodes (``--server couchdb3``, the default: the release
+tools/bootstrap installs in .cache/couchdb) or pouchdb-servers (``--server
+pouchdb``, the CouchDB 1.6 API):
 
 - agent: a master guest (the real agent, default options, managing its own
-  pouchdb-server) prepared with database ``bench`` and a user, who loads
+  server) prepared with database ``bench`` and a user, who loads
   ``--docs`` documents of ``--doc-size`` bytes of JSON (``_bulk_docs``,
   1,000 a request); then a fresh replica guest, created as Trove's
   taskmanager creates one: the master's ``get_replication_snapshot``, then
   ``prepare(snapshot=...)``.  Timed from the prepare call: until the replica
   reports "running" (prepare done), and until its last document arrives;
-- bare: the same documents between two plain pouchdb-servers (no agent, no
-  admins), replicated by one continuous ``_replicator`` document on the
-  target (the form of the agent's job), timed from the PUT of that document;
+- bare: the same documents between two plain servers (no agent; on
+  CouchDB 3.5 its one admin at both ends, as the server demands one; on
+  pouchdb-server no admin), replicated by one continuous ``_replicator``
+  document on the target (the form of the agent's job), timed from the PUT
+  of that document;
 - lag, on each pair once caught up (and SETTLE seconds later, so that the
   agent's first progress check after the catch-up is over): ``--writes``
   single documents PUT on the source at ``--rate`` a second from one thread;
   a document's lag runs from the return of its PUT to its arrival.
 
 Arrivals are recorded by a follower of the replica's ``_changes`` feed
-(``feed=continuous``, as os_admin on the agent's replica): the monotonic
+(``feed=continuous``, as the replica's admin): the monotonic
 time each document id first shows, so no polling interval adds to the
 figures.  "catch-up" is N / (last arrival - start); "transfer" is N / (last
 arrival - first arrival), replication alone without prepare or job start-up:
@@ -31,6 +36,7 @@ stopped and the work directory removed, whatever happens.  Exit status 0
 whatever the figures.
 
     .venv/bin/python tools/bench_replication.py
+    .venv/bin/python tools/bench_replication.py --server pouchdb
     .venv/bin/python tools/bench_replication.py --docs 2000 --repeat 1
 """
 
@@ -43,6 +49,7 @@ import logging
 import os
 import pathlib
 import random
+import re
 import shutil
 import signal
 import socket
@@ -64,8 +71,10 @@ import requests  # noqa: E402
 from integration import conductor  # noqa: E402
 from integration import guest as guest_mod  # noqa: E402
 from integration.services import base  # noqa: E402
+from integration.services import couchdb3  # noqa: E402
 from integration.services import pouchdb  # noqa: E402
 from integration.services import rabbitmq  # noqa: E402
+from integration.services import servers  # noqa: E402
 import trove.common.cfg  # noqa: E402,F401  (registers the options)
 from trove import rpc  # noqa: E402
 
@@ -109,14 +118,24 @@ def bulk_load(session, db_url, docs):
             raise BenchError('_bulk_docs on %s: %s' % (db_url, failed[:3]))
 
 
+def agent_credentials(path):
+    """(user, password) from the agent's credentials file, once it exists
+    (OSError before)."""
+    def read():
+        saved = json.loads(path.read_text())
+        return saved['user'], saved['password']
+    return read
+
+
 class Follower:
     """Follows a database's ``_changes`` feed from sequence 0 and records
     the monotonic time each document id (design documents aside) first
-    shows.  It waits for the server, the database and the agent's
-    credentials file (when given) to exist."""
+    shows.  It waits for the server, the database and ``credentials()``
+    (a callable giving (user, password), or None: no credentials) to
+    exist."""
 
-    def __init__(self, port, db, credentials_file=None):
-        self.port, self.db, self.credentials_file = port, db, credentials_file
+    def __init__(self, port, db, credentials=None):
+        self.port, self.db, self.credentials = port, db, credentials
         self.arrivals = {}
         self.error = None
         self._cond = threading.Condition()
@@ -152,10 +171,9 @@ class Follower:
                 self._cond.notify_all()
 
     def _headers(self):
-        if self.credentials_file is None:
+        if self.credentials is None:
             return {}
-        saved = json.loads(self.credentials_file.read_text())
-        token = '%s:%s' % (saved['user'], saved['password'])
+        token = '%s:%s' % self.credentials()
         return {'Authorization': 'Basic %s' % base64.b64encode(
             token.encode()).decode()}
 
@@ -208,10 +226,14 @@ class Bench:
         self.listener = conductor.ConductorListener(rpc.TRANSPORT).start()
         stack.callback(self.listener.stop)
 
+    @property
+    def real(self):
+        return self.args.server == 'couchdb3'
+
     def guest(self, stack, name):
-        couchdb = pouchdb.PouchDBServer(self.workdir / name / 'couchdb')
+        couchdb = servers.make_server(self.args.server,
+                                      self.workdir / name / 'couchdb')
         couchdb.data_dir.mkdir(parents=True, exist_ok=True)
-        couchdb.config_file.parent.mkdir(parents=True, exist_ok=True)
         # The operator's defaults, not the tests' (heartbeat every second,
         # a debug line per CouchDB request).
         agent = guest_mod.GuestAgent(self.workdir / name / 'agent',
@@ -224,12 +246,31 @@ class Bench:
         return guest_mod.Guest(agent, self.listener)
 
     def server(self, stack, name):
-        server = pouchdb.PouchDBServer(self.workdir / name)
+        """A plain server with database DB; its admin's session."""
+        server = servers.make_server(self.args.server, self.workdir / name)
         stack.callback(server.stop)
         server.start()
-        if requests.put(server.url + '/' + DB, timeout=30).status_code != 201:
-            raise BenchError('could not create %s on %s' % (DB, server.url))
-        return server
+        session = requests.Session()
+        session.trust_env = False
+        dbs = [DB]
+        if self.real:
+            session.auth = server.admin
+            dbs = ['_users', '_replicator', DB]
+        for db in dbs:
+            if session.put(server.url + '/' + db,
+                           timeout=30).status_code not in (201, 202):
+                raise BenchError('could not create %s on %s'
+                                 % (db, server.url))
+        return server, session
+
+    def endpoint(self, server, session):
+        """A replication endpoint of ``server``'s DB, as its admin."""
+        url = server.url + '/' + DB
+        if not self.real:
+            return url
+        user, password = session.auth
+        return {'url': url, 'auth': {'basic': {'username': user,
+                                               'password': password}}}
 
     def agent_pair(self, round_no):
         with contextlib.ExitStack() as stack:
@@ -244,9 +285,8 @@ class Bench:
                 replica_source_config=None)
             snapshot['config'] = ''
             replica = self.guest(stack, 'replica-%d' % round_no)
-            follower = Follower(replica.couchdb.port, DB,
-                                replica.agent.state_dir /
-                                'couchdb-os_admin.json')
+            follower = Follower(replica.couchdb.port, DB, agent_credentials(
+                replica.agent.state_dir / 'couchdb-os_admin.json'))
             stack.callback(follower.stop)
             wall, start = time.time(), time.monotonic()
             ready = self.prepared(replica, snapshot=snapshot)
@@ -263,20 +303,20 @@ class Bench:
 
     def bare_pair(self, round_no):
         with contextlib.ExitStack() as stack:
-            source = self.server(stack, 'source-%d' % round_no)
-            target = self.server(stack, 'target-%d' % round_no)
-            session = requests.Session()
-            bulk_load(session, source.url + '/' + DB, self.docs)
-            follower = Follower(target.port, DB)
+            source, writer = self.server(stack, 'source-%d' % round_no)
+            target, admin = self.server(stack, 'target-%d' % round_no)
+            bulk_load(writer, source.url + '/' + DB, self.docs)
+            follower = Follower(target.port, DB, admin.auth and (
+                lambda: admin.auth))
             stack.callback(follower.stop)
             start = time.monotonic()
-            answer = session.put(target.url + '/_replicator/' + DB, json={
-                'source': source.url + '/' + DB,
-                'target': target.url + '/' + DB, 'continuous': True},
+            answer = admin.put(target.url + '/_replicator/' + DB, json={
+                'source': self.endpoint(source, writer),
+                'target': self.endpoint(target, admin), 'continuous': True},
                 timeout=30)
-            if answer.status_code != 201:
+            if answer.status_code not in (201, 202):
                 raise BenchError('_replicator: %s' % answer.text)
-            return self.measure(follower, start, session,
+            return self.measure(follower, start, writer,
                                 source.url + '/' + DB)
 
     def measure(self, follower, start, writer, db_url):
@@ -315,7 +355,17 @@ ROWS = (('catch-up, docs/s (from prepare / job PUT)', 'catchup', '%.0f'),
         ('lag max, ms', 'lag_max', '%.0f'))
 
 
-def versions():
+def versions(kind):
+    if kind == 'couchdb3':
+        # releases/couchdb.rel: {release, ..., {erts, V}, [..., {couch, V}]}
+        release = couchdb3.couchdb_home()
+        rel = (release / 'releases' / 'couchdb.rel').read_text()
+        found = re.search(r'\{couch,\s*"([^"]+)"', rel)
+        erts = re.search(r'\{erts,\s*"([^"]+)"', rel)
+        return 'Apache CouchDB %s (ERTS %s, %s)' % (
+            found.group(1) if found else '?', erts.group(1) if erts else '?',
+            release)
+
     def version(name):
         package = pouchdb.pouchdb_home() / 'node_modules' / name
         return json.loads((package / 'package.json').read_text())['version']
@@ -330,7 +380,8 @@ def report(args, results, load):
     print('\nReplication of %d documents of ~%d bytes; lag: %d writes at '
           '%g/s; %d CPUs (load average %.2f at the start, %.2f at the end); '
           '%s' % (args.docs, args.doc_size, args.writes, args.rate,
-                  os.cpu_count(), load, os.getloadavg()[0], versions()))
+                  os.cpu_count(), load, os.getloadavg()[0],
+                  versions(args.server)))
     print('Medians of %d round(s) [each round]' % len(results))
     print('%-42s %8s %8s %6s   %s' % ('', 'agent', 'bare', 'a/b',
                                       '[rounds: agent | bare]'))
@@ -345,15 +396,20 @@ def report(args, results, load):
             title, *('-' if m is None else fmt % m for m in med.values()),
             ratio, *(' '.join(fmt % v for v in runs[side]) or '-'
                      for side in runs)))
-    print('Reproduce: .venv/bin/python tools/bench_replication.py --docs %d '
-          '--doc-size %d --writes %d --rate %g --repeat %d' % (
-              args.docs, args.doc_size, args.writes, args.rate, args.repeat))
+    print('Reproduce: .venv/bin/python tools/bench_replication.py --server %s '
+          '--docs %d --doc-size %d --writes %d --rate %g --repeat %d' % (
+              args.server, args.docs, args.doc_size, args.writes, args.rate,
+              args.repeat))
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--server', choices=servers.KINDS,
+                        default='couchdb3',
+                        help='couchdb3: real CouchDB 3.5 nodes (default); '
+                             'pouchdb: pouchdb-servers (the 1.6 API)')
     parser.add_argument('--docs', type=int, default=10000,
                         help='documents to catch up (default 10000)')
     parser.add_argument('--doc-size', type=int, default=1024,

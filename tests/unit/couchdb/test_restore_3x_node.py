@@ -1,12 +1,15 @@
-"""Restoring a CouchDB 3.x backup on a node with another node name.
+"""Restoring the backup of a CouchDB 3.x cluster's node: refused.
 
-The backup is made by the real backup strategy against one fake 3.x node
+Only this needs the fake: shard maps that place databases on several
+nodes, which one real node cannot hold.  A restore on another node name
+(the shard maps moved, uuid, admins, verification) runs on two real
+CouchDB 3.5 nodes in tests/functional/couchdb/test_restore_node.py.
+
+The backup metadata is the real backup strategy's, from one fake 3.x node
 (``couchdb@old``); its data directory lands on another fake node
 (``couchdb@new``) the way extraction would put the files there
 (``fake.copy_data``: databases, ``_dbs``, ``_nodes``, never the
-configuration), and the real restore strategy runs from ``restore()`` on:
-stop, "extract", start through a fake service manager that reads
-``local.d`` like CouchDB, shard maps, admins and uuid, verification.
+configuration), and the real restore strategy runs from ``restore()`` on.
 Everything between the strategy and the fakes is HTTP.
 """
 
@@ -131,154 +134,8 @@ def target(conf, tmp_path, servers):
     return make
 
 
-def _generation(doc):
-    return int(doc['_rev'].split('-', 1)[0])
-
-
 def _restore(app, source, server, meta):
     _Restore(app, source, server, meta).restore()
-
-
-# -- another node name ----------------------------------------------------
-
-def test_shard_maps_are_moved_to_the_new_node(source, target):
-    source.set_shard_map(dict(source.shard_map_of('orders'),
-                              props={'partitioned': True}))
-    source.set_shard_map({'_id': '_design/_auth', 'language': 'javascript'})
-    before = _client(source).request(
-        'GET', '/_node/_local/_dbs/_all_docs',
-        params={'include_docs': 'true'})['rows']
-    before = {row['id']: row['doc'] for row in before}
-    meta = _backup_meta(source)
-    server, app = target(NEW)
-
-    _restore(app, source, server, meta)
-
-    after = {db: server.shard_map_of(db) for db in before}
-    assert set(after) == {'_users', '_replicator', '_design/_auth',
-                          *DATABASES}
-    assert after['_design/_auth'] == before['_design/_auth']
-    for db in set(before) - {'_design/_auth'}:
-        old, new = before[db], after[db]
-        ranges = list(fake.Q2_RANGES)
-        assert new['by_node'] == {NEW: ranges}
-        assert new['by_range'] == {r: [NEW] for r in ranges}
-        assert new['changelog'] == [['add', r, NEW] for r in ranges]
-        # Everything else as it was; a new revision after the old one.
-        for field in ('_id', 'shard_suffix', 'props'):
-            assert new[field] == old[field]
-        assert set(new) == set(old)
-        assert _generation(new) == _generation(old) + 1
-    assert after['orders']['props'] == {'partitioned': True}
-    # One PUT per database, each accepted with its _rev (the fake answers
-    # 409 to a missing or stale one), and the old node leaves _nodes.
-    puts = [p for m, p in _local_writes(server) if m == 'PUT']
-    assert sorted(puts) == sorted(
-        '/_node/_local/_dbs/' + couch.quote_segment(db)
-        for db in set(before) - {'_design/_auth'})
-    membership = app.client.request('GET', '/_membership')
-    assert membership == {'all_nodes': [NEW], 'cluster_nodes': [NEW]}
-    # The databases open, with their documents.
-    for db, count in DATABASES.items():
-        assert app.client.request('GET', [db])['doc_count'] == count
-
-
-def test_the_backup_uuid_is_the_servers_from_its_first_start(source,
-                                                             target):
-    meta = _backup_meta(source)
-    server, app = target(NEW)
-    assert app.client.server_info()['uuid'] != meta['uuid']
-
-    _restore(app, source, server, meta)
-
-    assert app.client.server_info()['uuid'] == meta['uuid']
-    # CouchDB came up on the restored data already with the backup's uuid,
-    # before its replicator could hash another one into replication ids.
-    assert server.start_uuids[-1] == meta['uuid']
-    runtime = (app.local_d() + '/' + service.RUNTIME_INI_FILE)
-    with open(runtime) as stream:
-        assert 'uuid = %s\n' % meta['uuid'] in stream.read()
-
-
-def test_without_the_move_the_restored_databases_do_not_open(source,
-                                                             target):
-    meta = _backup_meta(source)
-    server, app = target(NEW)
-    strategy = _Restore(app, source, server, meta)
-    strategy._adopt_shard_maps = lambda meta: None
-
-    with pytest.raises(exception.CouchDBError) as caught:
-        strategy.restore()
-    assert caught.value.status == 500
-
-
-def test_backup_without_node_name_takes_it_from_the_shard_maps(source,
-                                                               target):
-    meta = _backup_meta(source)
-    del meta['node']                      # made before backups recorded it
-    server, app = target(NEW)
-
-    _restore(app, source, server, meta)
-
-    assert server.shard_map_of('orders')['by_node'] == {
-        NEW: list(fake.Q2_RANGES)}
-    assert app.client.request('GET', ['orders'])['doc_count'] == 3
-
-
-def test_upstream_backup_without_metadata_is_moved_too(source, target):
-    server, app = target(NEW)
-
-    _restore(app, source, server, None)
-
-    assert server.shard_map_of('team/notes')['by_range'] == {
-        r: [NEW] for r in fake.Q2_RANGES}
-
-
-def test_shard_maps_are_read_page_by_page(source, target, monkeypatch):
-    monkeypatch.setattr(restore_impl, 'SHARD_MAP_PAGE', 2)
-    meta = _backup_meta(source)
-    server, app = target(NEW)
-
-    _restore(app, source, server, meta)
-
-    maps = server.local_dbs['_dbs']
-    assert len(maps) == 5
-    assert all(doc['by_node'] == {NEW: list(fake.Q2_RANGES)}
-               for doc in maps.values())
-    pages = [p for m, p, _a in server.requests_seen
-             if m == 'GET' and '/_dbs/_all_docs' in p]
-    assert len(pages) == 3
-
-
-def test_a_map_changed_meanwhile_is_read_again(source, target):
-    server, app = target(NEW)
-    fake.copy_data(source, server)
-    stale = server.shard_map_of('orders')
-    server.set_shard_map(dict(stale, props={'q': 2}))     # a newer _rev
-    strategy = _Restore(app, source, server, None)
-
-    strategy._move_shard_map(app.client, stale, OLD, NEW)
-
-    moved = server.shard_map_of('orders')
-    assert moved['by_node'] == {NEW: list(fake.Q2_RANGES)}
-    assert moved['props'] == {'q': 2}
-    assert moved['_rev'].startswith('3-')
-    assert [m for m, _p in _local_writes(server)] == ['PUT', 'PUT']
-
-
-# -- the same node name ---------------------------------------------------
-
-def test_same_node_name_writes_nothing(servers, target):
-    source = servers(NEW)
-    _client(source).request('PUT', ['orders'])
-    meta = _backup_meta(source)
-    before = source.shard_map_of('orders')
-    server, app = target(NEW)
-
-    _restore(app, source, server, meta)
-
-    assert _local_writes(server) == []
-    assert server.shard_map_of('orders') == before
 
 
 # -- a cluster's backup ---------------------------------------------------
@@ -322,14 +179,7 @@ def test_databases_spread_over_two_nodes_without_record_are_refused(
     assert _local_writes(server) == []
 
 
-# -- the backup side and the helpers --------------------------------------
-
-def test_backup_records_the_node_name(source):
-    meta = _backup_meta(source)
-    assert meta['node'] == OLD
-    assert meta['uuid'] == source.config['couchdb']['uuid']
-    assert meta['databases']['orders'] == 3
-
+# -- the helpers ----------------------------------------------------------
 
 def test_rename_node_changes_only_the_node_names():
     doc = dict(fake.shard_map('db', ['n1@h', 'n2@h']), _rev='4-abc',

@@ -14,6 +14,7 @@ from oslo_log import log as logging
 from trove.common import cfg
 from trove.common import exception
 from trove.common.db import models
+from trove.guestagent.datastore.experimental.couchdb import client as couch
 from trove.guestagent.datastore.experimental.couchdb import names
 from trove.guestagent.datastore.experimental.couchdb import service
 from trove.guestagent.datastore.experimental.couchdb import system
@@ -21,13 +22,18 @@ from trove.guestagent.datastore.experimental.couchdb import system
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
 
+# Held by every read-modify-write of a _security document in the agent:
+# the admin's changes and the replication upkeep's (which adds its role
+# to new databases and copies a source's _security).
+SECURITY_LOCK = threading.RLock()
+
 
 def _serialized(method):
     """Run one change at a time.
 
     The agent serves RPC messages on a thread pool, and ``_security`` has no
     revision to detect a lost update: two grants racing on one database
-    would keep only one of them.  Every change takes the admin's lock.
+    would keep only one of them.  Every change takes ``SECURITY_LOCK``.
     """
 
     @functools.wraps(method)
@@ -91,6 +97,15 @@ def _renaming(old, new=None):
     return change
 
 
+def _logs_in(client, name):
+    """Whether CouchDB logs ``client`` in as ``name`` now."""
+    try:
+        info = client.session_info()
+    except exception.CouchDBAuthError:
+        return False
+    return (info or {}).get('userCtx', {}).get('name') == name
+
+
 def _checked_users(users):
     """Users (User or wire dicts) with valid, distinct names."""
     users = [models.User.from_dict(u) if isinstance(u, dict) else u
@@ -106,7 +121,7 @@ class CouchDBAdmin:
 
     def __init__(self, app):
         self.app = app
-        self._lock = threading.RLock()
+        self._lock = SECURITY_LOCK
 
     @property
     def client(self):
@@ -115,9 +130,8 @@ class CouchDBAdmin:
     # -- databases --------------------------------------------------------
 
     def _visible_databases(self):
-        hidden = set(CONF.couchdb.ignore_dbs)
         return [db for db in self.client.all_dbs()
-                if db not in hidden and not db.startswith('_')]
+                if names.is_tenant_database(db)]
 
     def _require_databases(self, dbs):
         for db in dbs:
@@ -325,6 +339,10 @@ class CouchDBAdmin:
 
     def _set_password(self, name, password):
         self._update_user_doc(name, lambda doc: doc.update(password=password))
+        # CouchDB 3.x logs users in from a cache of _users that follows
+        # the database's changes: for a moment (up to 3.5 s on a 3.5
+        # here) the old password still logs in and the new one does not.
+        self._wait_for_login(name, password)
         LOG.info("Changed the password of user %s", name)
 
     @_serialized
@@ -400,6 +418,7 @@ class CouchDBAdmin:
             password = service.generate_password()
         names.check_password(password, system.ROOT_USER)
         self.client.config_set('admins', system.ROOT_USER, password)
+        self._wait_for_login(system.ROOT_USER, password)
         self.app.credentials.save_root_password(password)
         LOG.info("Enabled the root user")
         return models.User(name=system.ROOT_USER, password=password,
@@ -411,6 +430,28 @@ class CouchDBAdmin:
                                   missing_ok=True)
         self.app.credentials.clear_root_password()
         LOG.info("Disabled the root user")
+
+    def _wait_for_login(self, name, password):
+        """Until CouchDB logs ``name`` in with ``password``.
+
+        CouchDB 3.x hashes an admin's password given through its config
+        API after it has answered the PUT, and only the hash logs in (0.2
+        to 0.7 s later on a 3.5 here).  It then writes the hash back, so
+        an admin deleted in between would come back.  A user's new
+        password logs in once CouchDB's cache of _users has it.
+        """
+        timeout = CONF.state_change_wait_time
+        user = self.client.with_credentials(name, password)
+        try:
+            for _attempt in couch.polling_loop(timeout,
+                                               self.app.poll_interval):
+                if _logs_in(user, name):
+                    return
+        finally:
+            user.close()
+        raise exception.GuestStateError(
+            reason='CouchDB does not log %s in with the new password '
+                   'after %s seconds' % (name, timeout))
 
     def is_root_enabled(self):
         try:

@@ -19,12 +19,19 @@ _DB_NAME = re.compile(r'^[a-z][a-z0-9_$()+/-]*$')
 _USER_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._@+-]*$')
 
 
+def is_tenant_database(name):
+    """Whether ``name`` is one of the tenant's databases: not a system
+    database, not one of ``[couchdb] ignore_dbs``, not the agent's own."""
+    return not (name.startswith('_') or name in CONF.couchdb.ignore_dbs
+                or name in system.AGENT_DBS)
+
+
 def check_database_name(name):
     """Return ``name`` if CouchDB would accept it as a user database."""
     if not isinstance(name, str) or not name:
         raise exception.InvalidName(kind='database', name=name,
                                     reason='the name is empty')
-    if name in CONF.couchdb.ignore_dbs or name.startswith('_'):
+    if not is_tenant_database(name):
         raise exception.ReservedName(kind='database', name=name)
     if len(name) > system.MAX_DB_NAME_LENGTH:
         raise exception.InvalidName(

@@ -29,3 +29,10 @@ GUARD_DDOC_ID = '_design/trove_replication'
 READ_ONLY_FIELD = 'trove_read_only'
 REPLICATOR_DOC_PREFIX = 'trove-'
 REPLICATION_STATE_FILE = 'couchdb-replication.json'
+# The database through which a source and its replicas talk: what the
+# source publishes (its databases, their _security, its users) and the
+# replicas' registrations.  The agent's own: reserved, hidden from the
+# tenant's database lists and never replicated.
+REPLICATION_DB = 'trove_replication'
+# Databases of the agent, whatever [couchdb] ignore_dbs says.
+AGENT_DBS = (REPLICATION_DB,)
