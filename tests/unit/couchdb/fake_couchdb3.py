@@ -9,11 +9,9 @@ What it models:
 - Basic auth against the [admins] config section (stored hashed,
   ``-pbkdf2-<key>,<salt>,<iterations>``) and the ``_users`` documents
   (password hashed on write into derived_key/salt/iterations/...).
-- 3.x: ``/_up`` (404 ``{"status": "maintenance_mode"|"nolb"}`` when
-  ``[couchdb] maintenance_mode`` is set), admin-only ``/_all_dbs``, new
-  databases admin-only (``_security`` members/admins roles ``_admin``),
-  ``/_node/_local/_config``, ``/_node/_local/_restart``, no admin party, and
-  no start without an admin (like the real server).
+- 3.x: ``/_up``, admin-only ``/_all_dbs``, new databases admin-only
+  (``_security`` members/admins roles ``_admin``), ``/_node/_local/_config``,
+  no admin party, and no start without an admin (like the real server).
 - 1.x: ``/_config``, ``/_restart``, admin party while there is no admin,
   ``_users`` and ``_replicator`` created at start, open new databases.
 - Documents with ``_rev`` and 409 on a stale or missing rev; design
@@ -45,10 +43,9 @@ What it models:
   job is ``running`` until a test says otherwise with ``set_job_state``.
   Nothing replicates by itself: ``replicate(source, target, db)`` copies
   documents with their revisions, like a replication job would.
-- ``drop_reply_to``: (method, path) pairs whose request is applied but whose
-  reply is never sent (the connection is closed), like a server that
-  restarts its listener.
-- The node (3.x, docs.couchdb.org "/_node/{node-name}", "/_membership",
+- ``fail_status``: every request answers this HTTP status (a server
+  error no real node gives on demand).
+- The node (3.x, docs.couchdb.org "/_node/{node-name}",
   "Shard Management"): ``FakeCouchDB('3', node='couchdb@host')`` is named
   ``node`` (default ``couchdb@127.0.0.1``); ``GET /_node/_local`` answers
   ``{"name": node}``.  The node-local databases ``_dbs`` (one shard map per
@@ -58,22 +55,17 @@ What it models:
   under ``/_node/_local/_dbs`` and ``/_node/_local/_nodes``, admins only:
   ``_all_docs`` (``include_docs``, ``startkey``, ``endkey``, ``skip``,
   ``limit``), GET, PUT (409 on a stale or missing ``_rev``) and DELETE
-  (``?rev=``) of documents.  ``GET /_membership`` gives ``all_nodes``
-  (this node: the fake is never connected to another) and ``cluster_nodes``
-  (the ids of ``_nodes``); starting adds the node to ``_nodes`` as
-  mem3 does.  Creating a database writes its q=2, n=1 shard map on this
-  node, deleting it removes the map; ``GET /{db}/_shards`` shows the map's
-  ``by_range``.  A database whose shard map names other nodes only cannot
-  be opened (500 ``nodedown``, roughly what CouchDB answers when no
-  replica of a range is reachable); a database without a shard map (put
-  into ``dbs`` directly by a test) opens as before, and ``/_all_dbs`` lists
-  ``dbs`` whatever ``_dbs`` holds (a simplification).
+  (``?rev=``) of documents; starting adds the node to ``_nodes`` as mem3
+  does.  Creating a database writes its q=2, n=1 shard map on this node,
+  deleting it removes the map.  The fake never refuses to open a database
+  whose map names other nodes (a real node does: the restore tests on two
+  real nodes show it); what it is kept for is a cluster's shard maps,
+  which one real node cannot hold.
 - Configuration files: at start the fake reads ``[admins]`` and ``[couchdb]
   uuid`` from ``<config_dir>/local.d/*.ini`` (later files win), as CouchDB
   reads its ini chain; changes through the config API stay in memory.
   ``GET /`` shows ``[couchdb] uuid`` (a random one is configured at
-  creation, as a real node has one); ``start_uuids`` records the uuid each
-  start began with.
+  creation, as a real node has one).
 - ``copy_data(source, target)``: what a file-level restore of ``source``'s
   data directory onto ``target`` does (databases, ``_dbs``, ``_nodes``;
   never the configuration).
@@ -212,10 +204,8 @@ class FakeCouchDB:
         self.dbs = {}
         # Node-local databases: name -> {doc_id: document with _rev}.
         self.local_dbs = {name: {} for name in NODE_LOCAL_DBS}
-        self.start_uuids = []
         # doc_id of a _replicator document -> (state, error, error_count)
         self.job_states = {}
-        self.drop_reply_to = set()
         self.fail_status = None
         self.restarts = 0
         # (method, raw path with query, Authorization header or None)
@@ -245,7 +235,6 @@ class FakeCouchDB:
         if self.require_admin and not self.config['admins']:
             return False
         with self.lock:
-            self.start_uuids.append(self.config['couchdb'].get('uuid'))
             if self.version == '3' and self.node not in \
                     self.local_dbs['_nodes']:
                 # mem3_nodes puts the node itself in _nodes at start.
@@ -304,13 +293,6 @@ class FakeCouchDB:
                 password if password.startswith('-pbkdf2-')
                 else _admin_hash(password))
 
-    def set_maintenance(self, mode):
-        with self.lock:
-            if mode is None:
-                self.config['couchdb'].pop('maintenance_mode', None)
-            else:
-                self.config['couchdb']['maintenance_mode'] = mode
-
     def security(self, db):
         return json.loads(json.dumps(self.dbs[db]['security']))
 
@@ -326,21 +308,6 @@ class FakeCouchDB:
             stored['_rev'] = rev
             self.local_dbs['_dbs'][doc['_id']] = stored
             return rev
-
-    def shard_map_of(self, db_name):
-        with self.lock:
-            doc = self.local_dbs['_dbs'].get(db_name)
-            return None if doc is None else _copy(doc)
-
-    def check_shards(self, db_name):
-        """500 nodedown when no range of the database is on this node."""
-        if self.version != '3':
-            return
-        doc = self.local_dbs['_dbs'].get(db_name)
-        if doc is None:
-            return
-        if self.node not in (doc.get('by_node') or {}):
-            raise HTTPError(500, 'nodedown', 'progress not possible')
 
     def set_job_state(self, doc_id, state, error=None):
         """What _scheduler/docs says of the _replicator document doc_id."""
@@ -536,8 +503,6 @@ class _Routes:
             return 200, sorted(self.fake.dbs)
         if self.fake.version == '3' and seg[:2] == ['_node', '_local']:
             return self.node(seg[2:])
-        if self.fake.version == '3' and seg == ['_membership']:
-            return self.membership()
         if self.fake.version == '1' and head == '_config':
             return self.config(seg[1:])
         if self.fake.version == '1' and seg == ['_restart']:
@@ -560,18 +525,11 @@ class _Routes:
         if self.fake.version != '3':
             raise HTTPError(400, 'illegal_database_name',
                             "Name: '_up'. Only lowercase characters...")
-        mode = self.fake.config['couchdb'].get('maintenance_mode')
-        if mode == 'true':
-            return 404, {'status': 'maintenance_mode'}
-        if mode == 'nolb':
-            return 404, {'status': 'nolb'}
         return 200, {'status': 'ok', 'seeds': {}}
 
     def node(self, rest):
         if rest[:1] == ['_config']:
             return self.config(rest[1:])
-        if rest == ['_restart'] and self.method == 'POST':
-            return self.restart()
         if not rest and self.method == 'GET':
             _require_admin(self.ctx)
             return 200, {'name': self.fake.node}
@@ -579,14 +537,6 @@ class _Routes:
             _require_admin(self.ctx)
             return self.node_local_db(rest[0], rest[1:])
         raise HTTPError(404, 'not_found', 'missing')
-
-    def membership(self):
-        _require_admin(self.ctx)
-        if self.method != 'GET':
-            raise HTTPError(405, 'method_not_allowed', self.method)
-        nodes = sorted(i for i in self.fake.local_dbs['_nodes']
-                       if not i.startswith('_design/'))
-        return 200, {'all_nodes': [self.fake.node], 'cluster_nodes': nodes}
 
     def node_local_db(self, name, rest):
         """/_node/_local/_dbs and /_node/_local/_nodes (admins only)."""
@@ -737,11 +687,6 @@ class _Routes:
         if name not in dbs:
             raise HTTPError(404, 'not_found', 'Database does not exist.')
         db = dbs[name]
-        self.fake.check_shards(name)
-        if rest == ['_shards'] and self.fake.version == '3':
-            _check_member(self.ctx, db['security'])
-            doc = self.fake.local_dbs['_dbs'].get(name) or {}
-            return 200, {'shards': doc.get('by_range', {})}
         if rest == ['_security']:
             return self.security(name, db)
         doc_id = _doc_id(rest)
@@ -775,7 +720,6 @@ class _Routes:
             if name not in dbs:
                 raise HTTPError(404, 'not_found', 'Database does not exist.')
             db = dbs[name]
-            self.fake.check_shards(name)
             _check_member(self.ctx, db['security'])
             deleted = sum(1 for info in db['history'].values()
                           if info['deleted'])
@@ -1095,9 +1039,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                           query, body, ctx).dispatch()
         except HTTPError as exc:
             status, payload = exc.status, exc.body
-        if (self.command, url.path) in self.fake.drop_reply_to:
-            self.close_connection = True
-            return
         self._reply(status, payload)
 
     def _reply(self, status, payload):

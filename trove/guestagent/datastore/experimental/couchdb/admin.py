@@ -14,6 +14,7 @@ from oslo_log import log as logging
 from trove.common import cfg
 from trove.common import exception
 from trove.common.db import models
+from trove.guestagent.datastore.experimental.couchdb import client as couch
 from trove.guestagent.datastore.experimental.couchdb import names
 from trove.guestagent.datastore.experimental.couchdb import service
 from trove.guestagent.datastore.experimental.couchdb import system
@@ -94,6 +95,15 @@ def _renaming(old, new=None):
                 changed = True
         return changed
     return change
+
+
+def _logs_in(client, name):
+    """Whether CouchDB logs ``client`` in as ``name`` now."""
+    try:
+        info = client.session_info()
+    except exception.CouchDBAuthError:
+        return False
+    return (info or {}).get('userCtx', {}).get('name') == name
 
 
 def _checked_users(users):
@@ -329,6 +339,10 @@ class CouchDBAdmin:
 
     def _set_password(self, name, password):
         self._update_user_doc(name, lambda doc: doc.update(password=password))
+        # CouchDB 3.x logs users in from a cache of _users that follows
+        # the database's changes: for a moment (up to 3.5 s on a 3.5
+        # here) the old password still logs in and the new one does not.
+        self._wait_for_login(name, password)
         LOG.info("Changed the password of user %s", name)
 
     @_serialized
@@ -404,6 +418,7 @@ class CouchDBAdmin:
             password = service.generate_password()
         names.check_password(password, system.ROOT_USER)
         self.client.config_set('admins', system.ROOT_USER, password)
+        self._wait_for_login(system.ROOT_USER, password)
         self.app.credentials.save_root_password(password)
         LOG.info("Enabled the root user")
         return models.User(name=system.ROOT_USER, password=password,
@@ -415,6 +430,28 @@ class CouchDBAdmin:
                                   missing_ok=True)
         self.app.credentials.clear_root_password()
         LOG.info("Disabled the root user")
+
+    def _wait_for_login(self, name, password):
+        """Until CouchDB logs ``name`` in with ``password``.
+
+        CouchDB 3.x hashes an admin's password given through its config
+        API after it has answered the PUT, and only the hash logs in (0.2
+        to 0.7 s later on a 3.5 here).  It then writes the hash back, so
+        an admin deleted in between would come back.  A user's new
+        password logs in once CouchDB's cache of _users has it.
+        """
+        timeout = CONF.state_change_wait_time
+        user = self.client.with_credentials(name, password)
+        try:
+            for _attempt in couch.polling_loop(timeout,
+                                               self.app.poll_interval):
+                if _logs_in(user, name):
+                    return
+        finally:
+            user.close()
+        raise exception.GuestStateError(
+            reason='CouchDB does not log %s in with the new password '
+                   'after %s seconds' % (name, timeout))
 
     def is_root_enabled(self):
         try:
