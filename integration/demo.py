@@ -26,6 +26,7 @@ import time
 import uuid
 
 import oslo_messaging as messaging
+import requests
 
 from integration import conductor as conductor_listener
 from integration import guest as guest_mod
@@ -206,9 +207,19 @@ def restore(guest, backup_info, alice_password):
 
 
 def replicate(source, replica, alice_password):
-    say("Control plane: attach instance %s as a read replica of %s",
+    say("Control plane: create instance %s as a read replica of %s",
         replica.id, source.id)
-    replica.api.attach_replica(source.api.get_replica_context(), '')
+    # As Trove's create-replica does: the source's replication snapshot
+    # (it becomes a source), then the new instance's prepare with it.
+    snapshot = source.api.get_replication_snapshot(
+        snapshot_info={'id': None, 'instance_id': source.id,
+                       'name': 'Replication snapshot', 'backup_info': {}},
+        replica_source_config=None)
+    snapshot['config'] = ''
+    message = replica.prepare_and_wait(snapshot=snapshot)
+    if message.kwargs['payload']['service_status'] != 'running':
+        raise SystemExit("the replica failed; agent log: %s" %
+                         replica.agent.agent_log)
     writer = source.session('alice', alice_password)
     reader = replica.session('alice', alice_password)
     answer = writer.put(source.url('inventory', 'item-new'),
@@ -216,8 +227,10 @@ def replicate(source, replica, alice_password):
                         timeout=10)
     answer.raise_for_status()
     start = time.monotonic()
-    _until(lambda: reader.get(replica.url('inventory', 'item-new'),
-                              timeout=10).ok)
+    # CouchDB 3.x starts a new replication job after a random delay of up
+    # to 5 s ([replicator] startup_jitter).
+    _until(lambda: _reads(reader, replica.url('inventory', 'item-new')),
+           timeout=60)
     show("alice wrote 'item-new' on the source; on the replica %.2f s "
          "later", time.monotonic() - start)
     refused = reader.put(replica.url('inventory', 'item-local'),
@@ -229,6 +242,14 @@ def replicate(source, replica, alice_password):
     source_id, replicated = replica.api.get_last_txn()
     show("source update_seq per database %s; the replica has verified %d "
          "changes from %s", txn, replicated, source_id)
+
+
+def _reads(session, url):
+    """Whether ``url`` answers 200; False while the server restarts."""
+    try:
+        return session.get(url, timeout=10).ok
+    except requests.ConnectionError:
+        return False
 
 
 def _until(predicate, timeout=20):
@@ -270,7 +291,9 @@ def main(argv=None):
             second = start_guest(stack, workdir, broker, listener, swift,
                                  'second', args.server)
             restore(second, backup_info, alice_password)
-            replicate(guest, second, alice_password)
+            third = start_guest(stack, workdir, broker, listener, swift,
+                                'replica', args.server)
+            replicate(guest, third, alice_password)
             say("Stopping everything the demo started")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
