@@ -3,7 +3,7 @@ the OS calls.
 
 Everything that needs a server (the internal admin, status, start and
 stop, the listener, system databases) runs on the real CouchDB 3.5 and on
-pouchdb-server in tests/functional/couchdb/test_service.py.
+pouchdb-server in tests/functional/couchdb/test_service_on_servers.py.
 """
 
 import os
