@@ -1,10 +1,11 @@
 """CouchDBClient without a CouchDB: paths, refused input, the transport.
 
 Everything a real server can show runs on the real CouchDB 3.5 and on
-pouchdb-server in tests/functional/couchdb/test_client_on_servers.py.  Here: what
-needs no server at all, and the fake (fake_couchdb3.py) only for answers
-a real server does not give on demand: a server error from its health
-endpoint, CouchDB 1.6's ``/_restart`` (pouchdb-server has none).
+pouchdb-server in tests/functional/couchdb/test_client_on_servers.py.
+Here: what needs no server at all, and the fake (fake_couchdb3.py) only
+for answers a real server does not give on demand: a server error from
+its health endpoint, CouchDB 1.6's ``/_restart`` (pouchdb-server has
+none).
 """
 
 import socket
