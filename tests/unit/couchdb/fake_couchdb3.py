@@ -48,27 +48,24 @@ What it models:
 - The node (3.x, docs.couchdb.org "/_node/{node-name}",
   "Shard Management"): ``FakeCouchDB('3', node='couchdb@host')`` is named
   ``node`` (default ``couchdb@127.0.0.1``); ``GET /_node/_local`` answers
-  ``{"name": node}``.  The node-local databases ``_dbs`` (one shard map per
+  ``{"name": node}``.  The node-local database ``_dbs`` (one shard map per
   database: ``_id``, ``_rev``, ``shard_suffix``, ``changelog`` [["add",
   range, node], ...], ``by_node`` {node: [ranges]}, ``by_range`` {range:
-  [nodes]}, ``props``) and ``_nodes`` (one document per cluster node) live
-  under ``/_node/_local/_dbs`` and ``/_node/_local/_nodes``, admins only:
-  ``_all_docs`` (``include_docs``, ``startkey``, ``endkey``, ``skip``,
-  ``limit``), GET, PUT (409 on a stale or missing ``_rev``) and DELETE
-  (``?rev=``) of documents; starting adds the node to ``_nodes`` as mem3
-  does.  Creating a database writes its q=2, n=1 shard map on this node,
-  deleting it removes the map.  The fake never refuses to open a database
-  whose map names other nodes (a real node does: the restore tests on two
-  real nodes show it); what it is kept for is a cluster's shard maps,
-  which one real node cannot hold.
+  [nodes]}, ``props``) answers ``GET /_node/_local/_dbs/_all_docs``
+  (``include_docs``, ``startkey``, ``endkey``, ``skip``, ``limit``),
+  admins only.  Creating a database writes its q=2, n=1 shard map on this
+  node, deleting it removes the map.  The fake is kept for a cluster's
+  shard maps, which one real node cannot hold: writing maps, ``_nodes``,
+  and refusing a database whose map names other nodes are a real node's
+  (tests/functional/couchdb/test_restore_node.py, on two real nodes).
 - Configuration files: at start the fake reads ``[admins]`` and ``[couchdb]
   uuid`` from ``<config_dir>/local.d/*.ini`` (later files win), as CouchDB
   reads its ini chain; changes through the config API stay in memory.
   ``GET /`` shows ``[couchdb] uuid`` (a random one is configured at
   creation, as a real node has one).
 - ``copy_data(source, target)``: what a file-level restore of ``source``'s
-  data directory onto ``target`` does (databases, ``_dbs``, ``_nodes``;
-  never the configuration).
+  data directory onto ``target`` does (databases and ``_dbs``, never the
+  configuration).
 """
 
 import base64
@@ -97,7 +94,7 @@ JOB_STATES = ('initializing', 'running', 'pending', 'crashing', 'error',
 _ERROR_STATES = ('crashing', 'error', 'failed')
 DEFAULT_NODE = 'couchdb@127.0.0.1'
 # The node-local databases reached through /_node/_local/{name}.
-NODE_LOCAL_DBS = ('_dbs', '_nodes')
+NODE_LOCAL_DBS = ('_dbs',)
 # The shard ranges of a q=2 database.
 Q2_RANGES = ('00000000-7fffffff', '80000000-ffffffff')
 
@@ -234,12 +231,6 @@ class FakeCouchDB:
             return True
         if self.require_admin and not self.config['admins']:
             return False
-        with self.lock:
-            if self.version == '3' and self.node not in \
-                    self.local_dbs['_nodes']:
-                # mem3_nodes puts the node itself in _nodes at start.
-                self.local_dbs['_nodes'][self.node] = {
-                    '_id': self.node, '_rev': _new_rev()}
         server = http.server.ThreadingHTTPServer(('127.0.0.1', self.port),
                                                  _handler_for(self))
         server.daemon_threads = True
@@ -539,7 +530,7 @@ class _Routes:
         raise HTTPError(404, 'not_found', 'missing')
 
     def node_local_db(self, name, rest):
-        """/_node/_local/_dbs and /_node/_local/_nodes (admins only)."""
+        """/_node/_local/_dbs (admins only): its info and _all_docs."""
         docs = self.fake.local_dbs[name]
         if not rest:
             if self.method != 'GET':
@@ -547,37 +538,7 @@ class _Routes:
             return 200, {'db_name': name, 'doc_count': len(docs)}
         if rest == ['_all_docs']:
             return self.local_all_docs(docs)
-        # Ids of _dbs are database names: "_users" is a document here.
-        if len(rest) == 2 and rest[0] == '_design':
-            doc_id = '_design/' + rest[1]
-        elif len(rest) == 1:
-            doc_id = rest[0]
-        else:
-            raise HTTPError(404, 'not_found', 'missing')
-        current = docs.get(doc_id)
-        if self.method == 'GET':
-            if current is None:
-                raise HTTPError(404, 'not_found', 'missing')
-            return 200, current
-        rev = self.query.get('rev')
-        if self.method == 'PUT' and isinstance(self.body, dict):
-            rev = self.body.get('_rev') or rev
-        if (current is None and rev) or (
-                current is not None and rev != current['_rev']):
-            raise HTTPError(409, 'conflict', 'Document update conflict.')
-        if self.method == 'PUT':
-            if not isinstance(self.body, dict):
-                raise HTTPError(400, 'bad_request',
-                                'Document must be a JSON object')
-            new_rev = _new_rev(rev)
-            docs[doc_id] = dict(_copy(self.body), _id=doc_id, _rev=new_rev)
-            return 201, {'ok': True, 'id': doc_id, 'rev': new_rev}
-        if self.method == 'DELETE':
-            if current is None:
-                raise HTTPError(404, 'not_found', 'missing')
-            del docs[doc_id]
-            return 200, {'ok': True, 'id': doc_id, 'rev': _new_rev(rev)}
-        raise HTTPError(405, 'method_not_allowed', self.method)
+        raise HTTPError(404, 'not_found', 'missing')
 
     def local_all_docs(self, docs):
         if self.method != 'GET':

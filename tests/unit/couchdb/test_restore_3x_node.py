@@ -8,8 +8,8 @@ CouchDB 3.5 nodes in tests/functional/couchdb/test_restore_node.py.
 The backup metadata is the real backup strategy's, from one fake 3.x node
 (``couchdb@old``); its data directory lands on another fake node
 (``couchdb@new``) the way extraction would put the files there
-(``fake.copy_data``: databases, ``_dbs``, ``_nodes``, never the
-configuration), and the real restore strategy runs from ``restore()`` on.
+(``fake.copy_data``: databases and ``_dbs``, never the configuration),
+and the real restore strategy runs from ``restore()`` on.
 Everything between the strategy and the fakes is HTTP.
 """
 
