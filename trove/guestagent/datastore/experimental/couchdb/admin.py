@@ -106,6 +106,35 @@ def _logs_in(client, name):
     return (info or {}).get('userCtx', {}).get('name') == name
 
 
+def wait_for_password(client, name, password, old_password=None,
+                      interval=1.0):
+    """Until CouchDB logs ``name`` in with ``password`` (and no longer
+    with ``old_password``, when given).
+
+    CouchDB 3.x hashes an admin's password given through its config
+    API after it has answered the PUT, and only the hash logs in (0.2
+    to 0.7 s later on a 3.5 here).  It then writes the hash back, so
+    an admin deleted in between would come back.  A user's new
+    password logs in, and the old one stops, once CouchDB's cache of
+    _users has followed the change (up to 3.5 s on a 3.5 here).
+    """
+    timeout = CONF.state_change_wait_time
+    new = client.with_credentials(name, password)
+    old = (client.with_credentials(name, old_password)
+           if old_password is not None else None)
+    try:
+        for _attempt in couch.polling_loop(timeout, interval):
+            if _logs_in(new, name) and not (old and _logs_in(old, name)):
+                return
+    finally:
+        new.close()
+        if old is not None:
+            old.close()
+    raise exception.GuestStateError(
+        reason='CouchDB does not log %s in with the new password only '
+               'after %s seconds' % (name, timeout))
+
+
 def _checked_users(users):
     """Users (User or wire dicts) with valid, distinct names."""
     users = [models.User.from_dict(u) if isinstance(u, dict) else u
@@ -432,26 +461,8 @@ class CouchDBAdmin:
         LOG.info("Disabled the root user")
 
     def _wait_for_login(self, name, password):
-        """Until CouchDB logs ``name`` in with ``password``.
-
-        CouchDB 3.x hashes an admin's password given through its config
-        API after it has answered the PUT, and only the hash logs in (0.2
-        to 0.7 s later on a 3.5 here).  It then writes the hash back, so
-        an admin deleted in between would come back.  A user's new
-        password logs in once CouchDB's cache of _users has it.
-        """
-        timeout = CONF.state_change_wait_time
-        user = self.client.with_credentials(name, password)
-        try:
-            for _attempt in couch.polling_loop(timeout,
-                                               self.app.poll_interval):
-                if _logs_in(user, name):
-                    return
-        finally:
-            user.close()
-        raise exception.GuestStateError(
-            reason='CouchDB does not log %s in with the new password '
-                   'after %s seconds' % (name, timeout))
+        wait_for_password(self.client, name, password,
+                          interval=self.app.poll_interval)
 
     def is_root_enabled(self):
         try:

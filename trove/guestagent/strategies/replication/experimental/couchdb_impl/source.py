@@ -24,6 +24,7 @@ from oslo_utils import netutils
 
 from trove.common import cfg
 from trove.common import exception
+from trove.guestagent.datastore.experimental.couchdb import admin
 from trove.guestagent.datastore.experimental.couchdb import service
 from trove.guestagent.datastore.experimental.couchdb import system
 from trove.guestagent.strategies.replication.experimental.couchdb_impl import (
@@ -132,7 +133,14 @@ class SourceSide:
         self.exchange.forget(replica_id)
         left = self.exchange.replicas()
         if not left:
-            self._write_account(self._account(), service.generate_password())
+            old = self.state.source_password
+            new = service.generate_password()
+            self._write_account(self._account(), new)
+            # Until CouchDB's cache of _users follows, the old password
+            # would still log the detached replicas in.
+            admin.wait_for_password(self.client, system.REPLICATION_USER,
+                                    new, old_password=old,
+                                    interval=self.app.poll_interval)
             LOG.info("The last replica detached: rotated the password of "
                      "the replication account %s", system.REPLICATION_USER)
         return left
