@@ -42,6 +42,10 @@ SINGLE_NODE_INI_FILE = '00-trove-single-node.ini'
 SINGLE_NODE_INI = (b'; Written by the Trove guest agent: this instance is a '
                    b'single CouchDB node.\n[couchdb]\nsingle_node = true\n'
                    b'\n[cluster]\nn = 1\n')
+# The same for one start with CouchDB's cluster setup left out (see
+# CouchDBApp.cluster_setup_skipped).
+SINGLE_NODE_INI_NO_SETUP = SINGLE_NODE_INI.replace(b'single_node = true',
+                                                   b'single_node = false')
 # Where earlier releases of the agent wrote its admin (now removed).
 LEGACY_ADMIN_INI_FILE = '10-trove-admin.ini'
 CONFIG_INI_FILE = '10-trove.ini'
@@ -256,6 +260,29 @@ class CouchDBApp:
     def restart(self):
         self.stop_db()
         self.start_db(enable_on_boot=False)
+
+    @contextlib.contextmanager
+    def cluster_setup_skipped(self):
+        """Starts within run without CouchDB 3.x's cluster setup.
+
+        With ``single_node``, CouchDB 3.x finishes its cluster setup at
+        every start: it waits 5 s for every node ``_nodes`` names to
+        connect, then its setup application exits and takes the whole
+        server down.  A restored data directory names the backup's node
+        there until the restore has moved the shard maps and removed it,
+        so the restore's start runs without ``single_node``; the file says
+        ``true`` again afterwards, for every later start.  (The system
+        databases that the setup would create are the backup's, or
+        created by the agent.)
+        """
+        path = os.path.join(self.local_d(), SINGLE_NODE_INI_FILE)
+        files.write_atomically(path, SINGLE_NODE_INI_NO_SETUP, 0o644,
+                               couchdb_owner())
+        try:
+            yield
+        finally:
+            files.write_atomically(path, SINGLE_NODE_INI, 0o644,
+                                   couchdb_owner())
 
     def start_and_secure(self):
         """Start CouchDB and make sure the internal admin exists.

@@ -79,8 +79,9 @@ class CouchDBRestore(base.RestoreRunner):
         if meta and meta.get('uuid'):
             # Before CouchDB starts: its replicator hashes the uuid.
             self._preset_uuid(meta['uuid'])
-        self.app.start_db()
-        self._adopt_shard_maps(meta or {})
+        with self.app.cluster_setup_skipped():
+            self.app.start_db()
+            self._adopt_shard_maps(meta or {})
         if meta is None:
             LOG.info("Backup %s has no metadata (an upstream Trove backup): "
                      "checking that its databases open",
