@@ -93,6 +93,29 @@ def test_start_up_check_refuses_other_storage_strategies(tmp_path, value):
     assert repr(value) in message
 
 
+@pytest.mark.parametrize('engine,level', [('isal', 0), ('isal', 3),
+                                          ('zlib', 9), ('zlib', 0)])
+def test_start_up_check_accepts_each_engines_levels(tmp_path, engine, level):
+    conf = _parsed(tmp_path, '[DEFAULT]\nbackup_compression_engine = %s\n'
+                   'backup_compression_level = %s\n' % (engine, level))
+    trove_cfg.check_options(conf)
+
+
+def test_start_up_check_refuses_a_level_the_engine_does_not_know(tmp_path):
+    conf = _parsed(tmp_path, '[DEFAULT]\nbackup_compression_level = 6\n')
+    with pytest.raises(exception.ConfigurationError,
+                       match=r'\[DEFAULT\] backup_compression_level: isal '
+                             r'compression levels are 0-3, got 6'):
+        trove_cfg.check_options(conf)
+
+
+def test_start_up_check_refuses_an_unknown_engine(tmp_path):
+    conf = _parsed(tmp_path, '[DEFAULT]\nbackup_compression_engine = igzip\n')
+    with pytest.raises(exception.ConfigurationError,
+                       match=r'backup_compression_engine'):
+        trove_cfg.check_options(conf)
+
+
 def test_start_up_check_names_the_group_of_a_refused_value(tmp_path):
     conf = _parsed(tmp_path, '[couchdb]\nport = not-a-port\n')
     with pytest.raises(exception.ConfigurationError,

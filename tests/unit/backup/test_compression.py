@@ -8,6 +8,7 @@ import random
 import shutil
 import subprocess
 import threading
+import zlib
 
 import pytest
 
@@ -50,15 +51,18 @@ def _gzip_binary(*args, data):
 
 
 SIZES = [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 17]
+ENGINE_LEVELS = [('isal', 0), ('isal', 1), ('isal', 3), ('zlib', 1),
+                 ('zlib', 6)]
 
 
 @pytest.mark.parametrize('size', SIZES)
 @pytest.mark.parametrize('threads', [1, 2, 4])
-@pytest.mark.parametrize('level', [1, 6])
-def test_round_trip_small_blocks(size, threads, level):
+@pytest.mark.parametrize('engine,level', ENGINE_LEVELS)
+def test_round_trip_small_blocks(size, threads, engine, level):
     data = _json_like(size)
-    blob = _compress(data, level=level, threads=threads, block_size=BLOCK)
-    assert _decompress(blob) == data
+    blob = _compress(data, level=level, threads=threads, block_size=BLOCK,
+                     engine_name=engine)
+    assert _decompress(blob, threads=threads) == data
     assert gzip.decompress(blob) == data
 
 
@@ -73,7 +77,8 @@ def test_round_trip_5mb_default_blocks(data):
 
 def test_json_like_data_compresses():
     data = _json_like(2 * 10 ** 6)
-    assert len(_compress(data, level=6)) < len(data) / 2.5
+    assert len(_compress(data, level=6, engine_name='zlib')) < len(data) / 2.5
+    assert len(_compress(data)) < len(data) / 2.5
 
 
 @pytest.mark.parametrize('pieces', [
@@ -214,11 +219,19 @@ def test_input_error_propagates_and_stops_the_workers():
     assert threading.active_count() == before
 
 
-@pytest.mark.parametrize('kwargs', [{'level': 10}, {'level': -1},
-                                    {'threads': 0}, {'block_size': 0}])
+@pytest.mark.parametrize('kwargs', [
+    {'level': 10}, {'level': -1}, {'level': 4},
+    {'level': 10, 'engine_name': 'zlib'}, {'engine_name': 'gzip'},
+    {'threads': 0}, {'block_size': 0}])
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         list(compression.gzip_compress([b'x'], **kwargs))
+
+
+@pytest.mark.parametrize('kwargs', [{'threads': 0}, {'engine_name': 'x'}])
+def test_bad_decompress_arguments(kwargs):
+    with pytest.raises(ValueError):
+        list(compression.gzip_decompress([_compress(b'x')], **kwargs))
 
 
 @pytest.mark.parametrize('sizes', [[], [0], [5], [3, 4, 9, 1], [16, 16],
@@ -233,3 +246,213 @@ def test_blocks_recuts_exactly(sizes):
     assert b''.join(out) == data
     assert all(len(b) == 8 for b in out[:-1])
     assert all(0 < len(b) <= 8 for b in out)
+
+
+# -- members that carry their size: parallel inflate ------------------------
+
+def _members(blob):
+    """(offset, size, FEXTRA subfields) of each member, walking the sizes
+    the headers give (fails on a member without one)."""
+    out, offset = [], 0
+    while offset < len(blob):
+        flags, xlen = blob[offset + 3], int.from_bytes(
+            blob[offset + 10:offset + 12], 'little')
+        assert blob[offset:offset + 3] == compression.GZIP_MAGIC
+        assert flags == 0x04                        # FEXTRA, nothing else
+        extra = blob[offset + 12:offset + 12 + xlen]
+        assert extra[:2] == b'TR' and extra[2:4] == b'\x04\x00'
+        size = int.from_bytes(extra[4:8], 'little')
+        out.append((offset, size, extra))
+        offset += size
+    assert offset == len(blob)
+    return out
+
+
+@pytest.mark.parametrize('engine', sorted(compression.ENGINES))
+def test_every_member_records_its_own_size(engine):
+    data = _json_like(5 * BLOCK + 3)
+    blob = _compress(data, block_size=BLOCK, engine_name=engine)
+    members = _members(blob)
+    assert len(members) == 6
+    # each member alone is a whole gzip file of its block
+    for number, (offset, size, _extra) in enumerate(members):
+        assert gzip.decompress(blob[offset:offset + size]) == data[
+            number * BLOCK:(number + 1) * BLOCK]
+
+
+def test_pigz_reads_our_output():
+    data = _json_like(3 * 10 ** 6)
+    blob = _compress(data, block_size=BLOCK)
+    assert subprocess.run(['pigz', '-dc'], input=blob, capture_output=True,
+                          check=True).stdout == data
+
+
+@pytest.mark.parametrize('writer', sorted(compression.ENGINES))
+@pytest.mark.parametrize('reader', sorted(compression.ENGINES))
+def test_each_engine_reads_the_other(writer, reader):
+    data = _json_like(3 * BLOCK + 11)
+    blob = _compress(data, block_size=BLOCK, engine_name=writer)
+    assert _decompress(blob, engine_name=reader) == data
+
+
+def _previous_format(data, block=BLOCK):
+    """What this project wrote before members carried their size: zlib
+    gzip members with a bare 10-byte header."""
+    def member(part):
+        deflater = zlib.compressobj(1, zlib.DEFLATED, 31)
+        return deflater.compress(part) + deflater.flush()
+    return b''.join(member(data[i:i + block])
+                    for i in range(0, max(len(data), 1), block))
+
+
+@pytest.mark.parametrize('engine', sorted(compression.ENGINES))
+def test_backups_of_the_previous_format_still_decompress(engine):
+    data = _json_like(4 * BLOCK + 9)
+    blob = _previous_format(data)
+    assert blob[3] == 0                            # no FEXTRA
+    assert _decompress(blob, engine_name=engine) == data
+
+
+def test_sized_members_then_plain_ones_decompress_in_order():
+    first, second, third = (_json_like(2 * BLOCK + 1, seed=s)
+                            for s in (1, 2, 3))
+    blob = (_compress(first, block_size=BLOCK)
+            + _gzip_binary('-c', data=second)
+            + _compress(third, block_size=BLOCK))
+    assert _decompress(blob) == first + second + third
+
+
+class _Spy:
+    """An engine that notes which thread inflates each member."""
+
+    def __init__(self, name='isal'):
+        self.real = compression.ENGINES[name]
+        self.threads = set()
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def decompressobj(self, wbits=31):
+        with self.lock:
+            self.threads.add(threading.current_thread().name)
+        return self.real.decompressobj(wbits)
+
+
+def test_sized_members_inflate_on_the_pool_threads(monkeypatch):
+    spy = _Spy()
+    monkeypatch.setitem(compression.ENGINES, 'spy', spy)
+    data = _json_like(40 * BLOCK)
+    blob = _compress(data, block_size=BLOCK)
+    assert _decompress(blob, piece=70001, threads=2,
+                       engine_name='spy') == data
+    assert len(spy.threads) == 2
+    assert all(name.startswith('gunzip') for name in spy.threads)
+
+
+def test_previous_format_inflates_on_the_callers_thread(monkeypatch):
+    spy = _Spy()
+    monkeypatch.setitem(compression.ENGINES, 'spy', spy)
+    data = _json_like(8 * BLOCK)
+    assert _decompress(_previous_format(data), engine_name='spy') == data
+    assert spy.threads == {threading.current_thread().name}
+
+
+def test_a_member_larger_than_the_parallel_limit_streams(monkeypatch):
+    monkeypatch.setattr(compression, 'MAX_PARALLEL_MEMBER', BLOCK)
+    data = _json_like(3 * BLOCK)
+    blob = _compress(data, block_size=2 * BLOCK)   # members inflate to 2x
+    got = list(compression.gzip_decompress(_chunks(blob, 4099),
+                                           out_size=BLOCK // 4))
+    assert b''.join(got) == data
+    assert max(map(len, got)) <= BLOCK // 4
+
+
+def test_decompressed_pieces_of_sized_members_are_bounded():
+    data = _json_like(4 * BLOCK)
+    blob = _compress(data, block_size=BLOCK)
+    got = list(compression.gzip_decompress([blob], out_size=1000))
+    assert b''.join(got) == data
+    assert all(isinstance(p, bytes) and 0 < len(p) <= 1000 for p in got)
+
+
+def _resized(blob, member, delta):
+    """``blob`` with the size in the header of ``member`` changed."""
+    offset = _members(blob)[member][0]
+    out = bytearray(blob)
+    field = offset + 16
+    size = max(0, int.from_bytes(out[field:field + 4], 'little') + delta)
+    out[field:field + 4] = size.to_bytes(4, 'little')
+    return bytes(out)
+
+
+@pytest.mark.parametrize('delta', [-1, 1, -100, 10 ** 6, -1000000])
+def test_a_member_whose_header_lies_about_its_size_never_gives_wrong_data(
+        delta):
+    """The size only says where to cut: a wrong one gives a member that
+    does not inflate whole (an error), or one whose trailer is out of
+    bounds, which then inflates on one thread, CRC-checked as any."""
+    data = _json_like(4 * BLOCK)
+    blob = _resized(_compress(data, block_size=BLOCK), 1, delta)
+    try:
+        assert _decompress(blob) == data
+    except compression.CompressedStreamError as exc:
+        assert 'member 2' in str(exc)
+
+
+def test_a_member_whose_trailer_lies_about_its_length_is_an_error():
+    blob = bytearray(_compress(_json_like(2 * BLOCK), block_size=BLOCK))
+    offset, size, _extra = _members(bytes(blob))[0]
+    end = offset + size
+    isize = int.from_bytes(blob[end - 4:end], 'little')
+    blob[end - 4:end] = (isize - 1000).to_bytes(4, 'little')
+    with pytest.raises(compression.CompressedStreamError, match='member 1'):
+        _decompress(bytes(blob))
+
+
+@pytest.mark.parametrize('where', ['crc', 'body'])
+def test_a_damaged_sized_member_is_an_error(where):
+    blob = bytearray(_compress(_json_like(3 * BLOCK), block_size=BLOCK))
+    offset, size, _extra = _members(bytes(blob))[1]
+    blob[offset + (size - 8 if where == 'crc' else size // 2)] ^= 0x10
+    with pytest.raises(compression.CompressedStreamError, match='member 2'):
+        _decompress(bytes(blob))
+
+
+@pytest.mark.parametrize('tail', [b'\0' * 40, b'garbage!', b'\x1f'])
+def test_trailing_bytes_after_sized_members_are_an_error(tail):
+    blob = _compress(_json_like(2 * BLOCK), block_size=BLOCK)
+    with pytest.raises(compression.CompressedStreamError):
+        _decompress(blob + tail)
+
+
+def test_decompression_reads_a_bounded_number_of_members_ahead():
+    data = _json_like(BLOCK)
+    member = _compress(data, block_size=BLOCK)
+    pulled = [0]
+
+    def endless():
+        while True:
+            pulled[0] += 1
+            yield member
+
+    before = threading.active_count()
+    stream = compression.gzip_decompress(endless(), threads=2)
+    assert list(itertools.islice(stream, 3)) == [data] * 3
+    # 3 given out, at most threads + 1 held, one being cut off
+    assert pulled[0] <= 3 + 3 + 1
+    stream.close()
+    assert threading.active_count() == before
+
+
+def test_an_input_error_while_inflating_propagates_and_stops_the_pool():
+    member = _compress(_json_like(BLOCK), block_size=BLOCK)
+    before = threading.active_count()
+
+    def failing():
+        yield from [member] * 5
+        raise OSError('download failed')
+
+    with pytest.raises(OSError, match='download failed'):
+        list(compression.gzip_decompress(failing()))
+    assert threading.active_count() == before

@@ -95,7 +95,8 @@ class CouchDBBackup(base.BackupRunner):
         if CONF.backup_use_gzip_compression:
             stream = compression.gzip_compress(
                 stream, level=CONF.backup_compression_level,
-                threads=_threads(), block_size=CONF.backup_chunk_size)
+                threads=threads(), block_size=CONF.backup_chunk_size,
+                engine_name=CONF.backup_compression_engine)
         if CONF.backup_use_openssl_encryption:
             stream = encryption.encrypt(stream, CONF.backup_aes_cbc_key,
                                         chunk_size=CONF.backup_chunk_size)
@@ -116,7 +117,8 @@ class CouchDBBackup(base.BackupRunner):
                 if CONF.backup_use_openssl_encryption else 'none'}
 
 
-def _threads():
+def threads():
+    """Threads that compress a backup and inflate a restore."""
     return CONF.backup_compression_threads or os.cpu_count() or 1
 
 

@@ -104,8 +104,11 @@ class CouchDBRestore(base.RestoreRunner):
             name='restore-download')
         first, chunks = _peek(chunks)
         if first.startswith(GZIP_MAGIC):
-            chunks = pipeline.threaded(compression.gzip_decompress(chunks),
-                                       name='restore-gunzip')
+            chunks = pipeline.threaded(
+                compression.gzip_decompress(
+                    chunks, threads=couchdb_impl.threads(),
+                    engine_name=CONF.backup_compression_engine),
+                name='restore-gunzip')
         return chunks
 
     def _extract(self):
