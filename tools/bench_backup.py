@@ -563,7 +563,8 @@ def child_compress_limit(spec):
         chunks = iter(lambda: tar.stdout.read(READ_CHUNK), b'')
         for piece in compression.gzip_compress(
                 chunks, level=conf.backup_compression_level,
-                threads=threads, block_size=conf.backup_chunk_size):
+                threads=threads, block_size=conf.backup_chunk_size,
+                engine_name=conf.backup_compression_engine):
             out += len(piece)
     finally:
         tar.stdout.close()
