@@ -573,6 +573,18 @@ def child_compress_limit(spec):
                       threads=threads, engine=conf.backup_compression_engine)
 
 
+def _drain(tool, waited):
+    """Bytes ``tool`` writes to its stdout, once ``waited`` have ended."""
+    out = 0
+    try:
+        for chunk in iter(lambda: tool.stdout.read(READ_CHUNK), b''):
+            out += len(chunk)
+    finally:
+        tool.stdout.close()
+        _wait_all(waited)
+    return out
+
+
 def child_tool_compress(spec):
     """tar cf - DIR | <a gzip tool> (pigz -1, gzip -6) > /dev/null."""
     window = Window(spec)
@@ -581,14 +593,7 @@ def child_tool_compress(spec):
     tool = subprocess.Popen(spec['tool'], stdin=tar.stdout,
                             stdout=subprocess.PIPE)
     tar.stdout.close()
-    out = 0
-    try:
-        for chunk in iter(lambda: tool.stdout.read(READ_CHUNK), b''):
-            out += len(chunk)
-    finally:
-        tool.stdout.close()
-        _wait_all([tar, tool])
-    return window.end(out=out)
+    return window.end(out=_drain(tool, [tar, tool]))
 
 
 def child_tool_decompress(spec):
@@ -597,14 +602,7 @@ def child_tool_decompress(spec):
     with open(spec['gz'], 'rb') as source:
         tool = subprocess.Popen(spec['tool'], stdin=source,
                                 stdout=subprocess.PIPE)
-        out = 0
-        try:
-            for chunk in iter(lambda: tool.stdout.read(READ_CHUNK), b''):
-                out += len(chunk)
-        finally:
-            tool.stdout.close()
-            _wait_all([tool])
-    return window.end(out=out)
+        return window.end(out=_drain(tool, [tool]))
 
 
 def child_decompress_limit(spec):

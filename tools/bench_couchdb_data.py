@@ -34,7 +34,6 @@ import itertools
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -47,6 +46,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+sys.path.insert(0, os.path.join(REPO, 'tools'))
+
+import bench_backup  # noqa: E402  (its size parser)
 from integration.services import couchdb3  # noqa: E402
 
 MB = 10 ** 6
@@ -79,17 +81,7 @@ min_size = infinity
 
 # --- sizes ------------------------------------------------------------------
 
-_UNITS = {'': 1, 'b': 1, 'k': 2 ** 10, 'kib': 2 ** 10, 'kb': 10 ** 3,
-          'm': 2 ** 20, 'mib': 2 ** 20, 'mb': 10 ** 6,
-          'g': 2 ** 30, 'gib': 2 ** 30, 'gb': 10 ** 9}
-
-
-def parse_size(text):
-    """'1GiB', '256MiB', '300MB', '4096' -> bytes (K/M/G alone: binary)."""
-    match = re.fullmatch(r'\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*', text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise argparse.ArgumentTypeError('not a size: %r' % text)
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+parse_size = bench_backup.parse_size
 
 
 def _mib(size):
