@@ -41,6 +41,7 @@ import time
 from oslo_log import log as logging
 
 from trove.common import exception
+from trove.guestagent.backup import digest
 
 LOG = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 # own directory on a mount point, and the leftovers of a staged restore.
 NOT_DATA = ('lost+found',)
 NOT_DATA_PREFIXES = ('.trove-restore-', '.trove-old-')
+
+# The pax records of a delta member: the size and digest of its base.
+BASE_SIZE = 'TROVE.base_size'
+BASE_SHA256 = 'TROVE.base_sha256'
 
 LAYOUT_COUCHDB3 = 'couchdb3'
 LAYOUT_COUCHDB1 = 'couchdb1'
@@ -254,7 +259,9 @@ _RANKS = {
 # --- tar -----------------------------------------------------------------
 
 def write_tar(data_dir, extra_files=None, arcname_prefix='data', *,
-              bufsize=BUFSIZE, retries=SHRINK_RETRIES, on_event=None):
+              bufsize=BUFSIZE, retries=SHRINK_RETRIES, on_event=None,
+              index=None, parent_files=None, delta_prefix='delta',
+              pool=None):
     """A streaming pax tar of ``data_dir``: an iterator of bytes chunks.
 
     Members are ``<arcname_prefix>/<relative path>`` in ``backup_order``,
@@ -265,9 +272,21 @@ def write_tar(data_dir, extra_files=None, arcname_prefix='data', *,
     data; bytes are stored 0600.  ``on_event(event, rel)`` is called with
     'open' before a data entry is opened and 'opened' once it is open and
     measured (progress, and a hook for tests that change files mid-copy).
+
+    ``index`` (``increments.Index``) is told every directory and every file
+    stored, with the size stored and its ``digest.Digest``.  With
+    ``parent_files`` ({relative path: {'size', 'sha256'}}, what the parent
+    backup holds), a file whose first ``size`` bytes still have the
+    parent's digest (hashed on ``pool``) is stored as a delta member,
+    ``<delta_prefix>/<relative path>``, holding only the bytes after them,
+    its pax records ``TROVE.base_size`` and ``TROVE.base_sha256`` naming
+    the base; one that did not change is not stored at all; any other is
+    stored whole.
     """
     extras = _checked_extras(extra_files or [], arcname_prefix)
-    writer = _TarWriter(bufsize, retries, on_event)
+    writer = _TarWriter(bufsize, retries, on_event, index=index,
+                        parent_files=parent_files,
+                        delta_prefix=delta_prefix, pool=pool)
     yield from writer.data_dir(data_dir, arcname_prefix)
     for arcname, source in extras:
         yield from writer.extra(arcname, source)
@@ -289,11 +308,16 @@ def _checked_extras(extra_files, arcname_prefix):
 class _TarWriter:
     """Tar headers and data blocks, keeping count of the offset."""
 
-    def __init__(self, bufsize, retries, on_event):
+    def __init__(self, bufsize, retries, on_event, index=None,
+                 parent_files=None, delta_prefix='delta', pool=None):
         self.bufsize = bufsize
         self.retries = max(1, retries)
         self.on_event = on_event or (lambda event, rel: None)
         self.offset = 0
+        self.index = index
+        self.parent_files = parent_files
+        self.delta_prefix = delta_prefix
+        self.pool = pool
 
     def _out(self, data):
         self.offset += len(data)
@@ -336,16 +360,65 @@ class _TarWriter:
         self.on_event('opened', rel)
         if stat.S_ISDIR(st.st_mode):
             yield self._out(_header(arcname, st))
+            if self.index is not None:
+                self.index.directory(rel, st)
             return None
         if not stat.S_ISREG(st.st_mode):
             LOG.warning("Backup: %s is no longer a regular file, skipped",
                         rel)
             return None
-        return (yield from self._file(fd, arcname, st))
+        return (yield from self._data_file(fd, rel, arcname, st))
 
-    def _file(self, fd, arcname, st):
-        size = st.st_size
-        yield self._out(_header(arcname, st, size))
+    def _data_file(self, fd, rel, arcname, st):
+        """A file of the data dir: whole, as a delta, or not at all."""
+        base = self._unchanged_prefix(fd, rel, st)
+        if base is None:
+            stored, start, found = 'whole', 0, digest.Digest()
+            pax = None
+        else:
+            start, found = base
+            stored = 'delta' if start < st.st_size else 'unchanged'
+            arcname = '%s/%s' % (self.delta_prefix, rel)
+            pax = {BASE_SIZE: str(start), BASE_SHA256: found.hexdigest()}
+        if stored == 'unchanged':
+            shortfall = None
+        else:
+            shortfall = yield from self._file(fd, arcname, st, start=start,
+                                              found=found, pax=pax)
+        if shortfall is None and self.index is not None:
+            self.index.file(rel, st, found, stored)
+        return shortfall
+
+    def _unchanged_prefix(self, fd, rel, st):
+        """(size, digest) of the part of the file the parent holds, when
+        it is unchanged; None when the file must be stored whole."""
+        parent = (self.parent_files or {}).get(rel)
+        if parent is None:
+            return None
+        size = parent['size']
+        if st.st_size < size:
+            LOG.info("Backup: %s is smaller than in the parent backup "
+                     "(%d < %d bytes): replaced, stored whole", rel,
+                     st.st_size, size)
+            return None
+        try:
+            found = digest.read_prefix(fd, size, self.pool)
+        except EOFError:
+            return None
+        if found.hexdigest() != parent['sha256']:
+            LOG.info("Backup: the first %d bytes of %s are not those the "
+                     "parent backup holds (replaced or rewritten): stored "
+                     "whole", size, rel)
+            return None
+        return size, found
+
+    def _file(self, fd, arcname, st, start=0, found=None, pax=None):
+        """A member of the bytes ``start`` to ``st.st_size`` of ``fd``,
+        fed to ``found`` (a Digest) as they are read."""
+        size = st.st_size - start
+        yield self._out(_header(arcname, st, size, pax))
+        if start:
+            os.lseek(fd, start, os.SEEK_SET)
         copied = 0
         while copied < size:
             # Reads end on multiples of bufsize in the stream, so that the
@@ -356,13 +429,15 @@ class _TarWriter:
             if not data:
                 break
             copied += len(data)
+            if found is not None:
+                found.update(data)
             yield self._out(data)
-        if copied == size and os.fstat(fd).st_size >= size:
+        if copied == size and os.fstat(fd).st_size >= start + size:
             yield self._out(_padding(size))
             return None
         # The header is out: complete the member with zeros.
         yield self._out(bytes(_block_end(size) - copied))
-        return (size, os.fstat(fd).st_size)
+        return (start + size, os.fstat(fd).st_size)
 
     def extra(self, arcname, source):
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -417,15 +492,16 @@ def _open_entry(root_fd, parts, rel):
     return None
 
 
-def _header(arcname, st, size=0):
+def _header(arcname, st, size=0, pax=None):
     """The header of a directory, or a file of ``size``, from ``st``."""
     kind = tarfile.DIRTYPE if stat.S_ISDIR(st.st_mode) else tarfile.REGTYPE
     return _make_header(arcname, kind, stat.S_IMODE(st.st_mode), st.st_uid,
-                        st.st_gid, st.st_mtime_ns, size)
+                        st.st_gid, st.st_mtime_ns, size, pax)
 
 
-def _make_header(arcname, kind, mode, uid, gid, mtime_ns, size):
-    """Pax header block(s): numeric owner, mtime to the nanosecond."""
+def _make_header(arcname, kind, mode, uid, gid, mtime_ns, size, pax=None):
+    """Pax header block(s): numeric owner, mtime to the nanosecond, and
+    the records ``pax``."""
     info = tarfile.TarInfo(arcname)
     info.type = kind
     info.size = size
@@ -433,7 +509,7 @@ def _make_header(arcname, kind, mode, uid, gid, mtime_ns, size):
     info.uid, info.gid = uid, gid
     info.uname = info.gname = ''
     info.mtime = mtime_ns // 10**9
-    info.pax_headers = {'mtime': format_mtime_ns(mtime_ns)}
+    info.pax_headers = dict(pax or {}, mtime=format_mtime_ns(mtime_ns))
     return info.tobuf(tarfile.PAX_FORMAT, 'utf-8', 'surrogateescape')
 
 

@@ -33,8 +33,9 @@ from oslo_log import log as logging
 
 from trove.common import files
 from trove.guestagent.backup.archive import (
-    ArchiveError, DIR_FLAGS, NOT_DATA, open_dir_beneath,
-    parse_mtime_ns)
+    ArchiveError, BASE_SHA256, BASE_SIZE, DIR_FLAGS, NOT_DATA,
+    open_dir_beneath, parse_mtime_ns)
+from trove.guestagent.backup import digest
 
 LOG = logging.getLogger(__name__)
 
@@ -66,11 +67,22 @@ class CorruptArchiveError(ArchiveError):
     message = "The archive is not a valid tar stream: %(reason)s."
 
 
+class DeltaBaseError(ArchiveError):
+    message = ("The delta of '%(member)s' does not apply to the file the "
+               "earlier backups restored: %(reason)s.")
+
+
+class RestoredFilesError(ArchiveError):
+    message = ("The restored files are not those the backup recorded: "
+               "%(reason)s.")
+
+
 @dataclasses.dataclass
 class ExtractResult:
     """What ``safe_extract`` wrote, and the non-data members it kept."""
 
     files: int = 0
+    deltas: int = 0
     directories: int = 0
     bytes: int = 0
     # [(member name, bytes)] of the small non-data members, in order.
@@ -185,7 +197,7 @@ class ChunkReader:
 
 
 def safe_extract(chunks, dest_dir, *, strip_prefix='data/', legacy_root=None,
-                 owner=None):
+                 owner=None, delta_prefix='delta/', digests=None):
     """Extract a tar stream (an iterator of bytes chunks) into ``dest_dir``.
 
     Members under ``strip_prefix`` are written below ``dest_dir`` with that
@@ -197,13 +209,22 @@ def safe_extract(chunks, dest_dir, *, strip_prefix='data/', legacy_root=None,
     everything created.  Raises ``UnsafeArchiveError`` naming the first bad
     member, ``CorruptArchiveError`` for a damaged or truncated stream; what
     was written before stays (``staged_restore`` removes it).
+
+    ``digests`` ({relative path: digest.Digest}), when given, follows the
+    bytes of every file written, across the links of an incremental chain
+    extracted one after the other into the same ``dest_dir``.  Members
+    under ``delta_prefix`` (an incremental backup's) are appended to the
+    file an earlier link wrote, once its size and digest are those the
+    member names as its base (``DeltaBaseError`` otherwise); without
+    ``digests`` a delta member is refused.
     """
     reader = ChunkReader(chunks)
-    mapper = _NameMapper(strip_prefix, legacy_root)
+    mapper = _NameMapper(strip_prefix, legacy_root, delta_prefix)
     root_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         with files.WriteBehind(PAGE_CACHE_WINDOW) as write_behind:
-            extractor = _Extractor(root_fd, mapper, owner, write_behind)
+            extractor = _Extractor(root_fd, mapper, owner, write_behind,
+                                   digests)
             _extract_stream(reader, extractor)
             extractor.finish_directories()
     finally:
@@ -234,10 +255,12 @@ def _extract_stream(reader, extractor):
 
 
 class _NameMapper:
-    """Member name -> ('data', [components]) or ('extra', name)."""
+    """Member name -> ('data' or 'delta', [components]) or ('extra', name).
+    """
 
-    def __init__(self, strip_prefix, legacy_root):
+    def __init__(self, strip_prefix, legacy_root, delta_prefix=None):
         self.prefix = _split(strip_prefix or '')
+        self.delta = _split(delta_prefix or '') or None
         self.legacy = None
         if legacy_root is not None:
             self.legacy = _split(legacy_root)
@@ -258,6 +281,8 @@ class _NameMapper:
             return 'data', clean[len(self.legacy):]
         if name.startswith('/'):
             raise UnsafeArchiveError(member=name, reason="absolute name")
+        if self.delta and clean[:len(self.delta)] == self.delta:
+            return 'delta', clean[len(self.delta):]
         if clean[:len(self.prefix)] == self.prefix:
             return 'data', clean[len(self.prefix):]
         return 'extra', '/'.join(clean)
@@ -304,6 +329,17 @@ def _mtime_ns(member):
     return int(member.mtime * 10**9) if mtime_ns is None else mtime_ns
 
 
+def _delta_base(member):
+    """(size, sha256) of the base a delta member names."""
+    size = member.pax_headers.get(BASE_SIZE, '')
+    sha256 = member.pax_headers.get(BASE_SHA256, '')
+    if not (size.isdigit() and len(sha256) == 64
+            and all(c in '0123456789abcdef' for c in sha256)):
+        raise UnsafeArchiveError(member=member.name,
+                                 reason="a delta without a valid base")
+    return int(size), sha256
+
+
 def _safe_mode(mode):
     """Owner bits kept, group/other write and s-uid/s-gid/sticky dropped."""
     return mode & 0o755
@@ -312,7 +348,8 @@ def _safe_mode(mode):
 class _Extractor:
     """Writes members under the root descriptor, never through a link."""
 
-    def __init__(self, root_fd, mapper, owner, write_behind):
+    def __init__(self, root_fd, mapper, owner, write_behind, digests=None):
+        self.digests = digests
         self.root_fd = root_fd
         self.mapper = mapper
         self.owner = owner
@@ -328,6 +365,12 @@ class _Extractor:
         if where == 'extra':
             if kind == 'file':
                 self._keep_extra(reader, member, name)
+            return
+        if where == 'delta':
+            if kind != 'file' or not name:
+                raise UnsafeArchiveError(member=member.name,
+                                         reason="a delta is of a file")
+            self._delta(reader, member, name)
             return
         if not name:
             return  # the data dir itself: dest_dir is left as it is
@@ -373,17 +416,64 @@ class _Extractor:
         try:
             fd = self._create(parent, parts[-1], member)
             try:
-                self._copy(reader, fd, member)
-                os.fchmod(fd, _safe_mode(member.mode))
-                if self.owner is not None:
-                    os.fchown(fd, *self.owner)
-                mtime_ns = _mtime_ns(member)
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
+                found = None if self.digests is None else digest.Digest()
+                self._copy(reader, fd, member, found)
+                self._finish_file(fd, member)
             finally:
                 os.close(fd)
         finally:
             os.close(parent)
+        if found is not None:
+            self.digests['/'.join(parts)] = found
         self.result.files += 1
+
+    def _finish_file(self, fd, member):
+        os.fchmod(fd, _safe_mode(member.mode))
+        if self.owner is not None:
+            os.fchown(fd, *self.owner)
+        mtime_ns = _mtime_ns(member)
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+    def _delta(self, reader, member, parts):
+        """Append a delta member to the file an earlier link restored."""
+        rel = '/'.join(parts)
+        if self.digests is None:
+            raise UnsafeArchiveError(
+                member=member.name, reason="a delta of an incremental "
+                "backup, restored without the backups it builds on")
+        base_size, base_sha256 = _delta_base(member)
+        found = self.digests.get(rel)
+        if found is None:
+            raise DeltaBaseError(member=member.name, reason="no earlier "
+                                 "backup of the chain holds the file")
+        if found.length != base_size or found.hexdigest() != base_sha256:
+            raise DeltaBaseError(
+                member=member.name, reason="it builds on %d bytes of digest "
+                "%s, the file restored holds %d bytes of digest %s" % (
+                    base_size, base_sha256, found.length,
+                    found.hexdigest()))
+        parent = self._open_dir(member, parts[:-1])
+        try:
+            fd = os.open(parts[-1], os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         dir_fd=parent)
+        except OSError as exc:
+            os.close(parent)
+            raise DeltaBaseError(member=member.name, reason="the file "
+                                 "restored cannot be opened (%s)"
+                                 % exc.strerror) from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != base_size:
+                raise DeltaBaseError(
+                    member=member.name, reason="the file restored holds %d "
+                    "bytes, not %d" % (st.st_size, base_size))
+            os.lseek(fd, base_size, os.SEEK_SET)
+            self._copy(reader, fd, member, found, start=base_size)
+            self._finish_file(fd, member)
+        finally:
+            os.close(fd)
+            os.close(parent)
+        self.result.deltas += 1
 
     def _create(self, parent, name, member):
         """A new file; a regular file of the same name (an earlier member
@@ -400,21 +490,25 @@ class _Extractor:
             os.unlink(name, dir_fd=parent)
             return os.open(name, CREATE_FLAGS, 0o600, dir_fd=parent)
 
-    def _copy(self, reader, fd, member):
+    def _copy(self, reader, fd, member, found=None, start=0):
         reader.seek(member.offset_data)
-        copied = flushed = 0
+        copied = 0
+        flushed = start
         for data in reader.chunks(member.size):
             view = memoryview(data)
+            if found is not None:
+                found.update(view)
             while view:
                 view = view[os.write(fd, view):]
             copied += len(data)
-            if copied - flushed >= WRITEBACK_STEP:
+            if start + copied - flushed >= WRITEBACK_STEP:
                 # The commit syncs everything; writing back as we go
                 # overlaps the disk with the rest of the restore, and
                 # lets the pages written be reused.
-                self.write_behind.written(fd, flushed, copied - flushed)
-                flushed = copied
-        self.write_behind.written(fd, flushed, copied - flushed)
+                self.write_behind.written(fd, flushed,
+                                          start + copied - flushed)
+                flushed = start + copied
+        self.write_behind.written(fd, flushed, start + copied - flushed)
         if copied != member.size:
             raise CorruptArchiveError(reason="member %s holds %s of %s bytes"
                                       % (member.name, copied, member.size))
@@ -557,3 +651,90 @@ def _fsync_dir(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# --- incremental chains ---------------------------------------------------
+
+def remove_deleted(dest_dir, paths, digests):
+    """Remove what an incremental backup recorded as deleted since its
+    parent: files, then the directories emptied (deepest first).  Names
+    are checked as member names are; nothing outside ``dest_dir`` and no
+    link is touched."""
+    mapper = _NameMapper('', None)
+    targets = []
+    for rel in paths:
+        _where, parts = mapper.map(rel)
+        if parts:
+            targets.append(parts)
+    targets.sort(key=lambda parts: (-len(parts), parts))
+    root_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for parts in targets:
+            _remove_beneath(root_fd, parts)
+            digests.pop('/'.join(parts), None)
+    finally:
+        os.close(root_fd)
+
+
+def _remove_beneath(root_fd, parts):
+    try:
+        parent = open_dir_beneath(root_fd, parts[:-1])
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        raise RestoredFilesError(
+            reason="%s, deleted before the backup, is under a symlink or a "
+            "file (%s)" % ('/'.join(parts), exc.strerror)) from exc
+    try:
+        try:
+            st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                os.rmdir(parts[-1], dir_fd=parent)
+            except OSError as exc:
+                raise RestoredFilesError(
+                    reason="directory %s, deleted before the backup, still "
+                    "holds files (%s)" % ('/'.join(parts), exc.strerror)
+                ) from exc
+        else:
+            os.unlink(parts[-1], dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+def verify_files(dest_dir, expected, digests, limit=5):
+    """Check the files under ``dest_dir`` against a backup's index.
+
+    ``expected`` is {relative path: {'size', 'sha256'}}: every file must be
+    there with that size and the digest ``digests`` followed while it was
+    written, and no other file may be.  Raises ``RestoredFilesError``
+    naming the first ``limit`` differences.
+    """
+    found = {}
+    root = os.path.abspath(dest_dir)
+    for directory, _dirs, names in os.walk(root):
+        for name in names:
+            path = os.path.join(directory, name)
+            found[os.path.relpath(path, root)] = os.lstat(path)
+    problems = ['%s is missing' % rel for rel in sorted(
+        set(expected) - set(found))]
+    problems += ['%s was not in the backup' % rel for rel in sorted(
+        set(found) - set(expected))]
+    for rel in sorted(set(found) & set(expected)):
+        entry, st = expected[rel], found[rel]
+        followed = digests.get(rel)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry['size']:
+            problems.append('%s holds %d bytes, the backup recorded %d'
+                            % (rel, st.st_size, entry['size']))
+        elif followed is None or followed.length != entry['size'] or (
+                followed.hexdigest() != entry['sha256']):
+            problems.append('%s does not have the digest the backup '
+                            'recorded' % rel)
+    if problems:
+        more = len(problems) - limit
+        raise RestoredFilesError(reason='; '.join(problems[:limit]) + (
+            ' and %d more' % more if more > 0 else ''))
