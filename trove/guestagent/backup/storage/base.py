@@ -15,6 +15,10 @@ class ChecksumMismatch(StorageError):
     """The bytes received are not the bytes the backup stored."""
 
 
+class BackupNotFound(StorageError):
+    """No backup object is at the location (deleted, or never made)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class SavedObject:
     location: str
@@ -26,20 +30,53 @@ class Storage(abc.ABC):
     """A place for backup objects."""
 
     @abc.abstractmethod
-    def save(self, name, chunks, metadata=None):
-        """Store the stream as object ``name``; return a SavedObject."""
+    def save(self, name, chunks, metadata=None, index=None):
+        """Store the stream as object ``name``; return a SavedObject.
+
+        ``metadata`` becomes the object's metadata (keys as
+        ``metadata()`` returns them).  ``index``, when given, is called
+        once the stream is stored and returns bytes kept with the object
+        and covered by its checksum, readable alone with ``load_index``.
+        """
 
     @abc.abstractmethod
     def load(self, location, checksum=None):
         """Iterate the object's bytes, verified against ``checksum``.
 
         A mismatch raises ChecksumMismatch once the bytes are all read, so
-        a restore must not trust what it extracted before the end.
+        a restore must not trust what it extracted before the end.  The
+        index is not part of these bytes.
         """
+
+    @abc.abstractmethod
+    def load_index(self, location, checksum=None):
+        """The index saved with the object, verified; None if it has none.
+
+        Only the index is read, yet it is checked against the object's
+        ``checksum``.  A missing object raises BackupNotFound.
+        """
+
+    @abc.abstractmethod
+    def metadata(self, location):
+        """The object's metadata: keys in lower case, ``_`` for ``-``."""
 
     @abc.abstractmethod
     def delete(self, location):
         """Remove the object (and its segments)."""
+
+
+def metadata_key(key):
+    """A metadata key as ``metadata()`` returns it."""
+    return key.lower().replace('-', '_')
+
+
+def composite_checksum(digests):
+    """The checksum of an object made of parts: MD5 of their MD5s (hex).
+
+    This is a Static Large Object's ETag in Swift.
+    """
+    return hashlib.md5(''.join(digests).encode(),
+                       usedforsecurity=False).hexdigest()
 
 
 def split(chunks, size):

@@ -14,6 +14,14 @@ becomes a one-segment SLO instead: Trove deletes it the same way as any
 large backup (``multipart-manifest=delete``, its segments included), and
 a restore reads it like any object.  Upstream's single objects still
 restore.
+
+A backup with a file index (the list of files an incremental backup
+builds on) keeps it as the SLO's last segment, ``<name>_index``: the
+backup's checksum covers it, Trove's delete removes it with the rest, and
+``load_index`` reads it alone, verified against the manifest and the
+manifest against the checksum, without downloading the data.  Metadata
+keys are sent as upstream Trove sent them (``parent_location`` as
+``X-Object-Meta-parent-location``) and read back with ``_`` for ``-``.
 """
 
 import hashlib
@@ -29,6 +37,8 @@ from trove.guestagent.backup.storage import base
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
+INDEX = '_index'
+META = 'x-object-meta-'
 
 
 def storage_url(context):
@@ -76,17 +86,23 @@ class SwiftStorage(base.Storage):
     def location(self, name):
         return '%s/%s/%s' % (self.url, self.container, name)
 
-    def save(self, name, chunks, metadata=None):
+    def save(self, name, chunks, metadata=None, index=None):
         conn = self._connection()
         segments = []
         uploading = False
         try:
             conn.put_container(self.container)
             uploading = True
-            for index, piece in enumerate(base.split(chunks,
+            for number, piece in enumerate(base.split(chunks,
                                                      self.segment_size)):
                 segments.append(self._put_segment(
-                    conn, '%s_%08d' % (name, index), piece))
+                    conn, '%s_%08d' % (name, number), piece))
+            if not segments:
+                raise base.StorageError("The backup stream of %s was "
+                                        "empty." % name)
+            if index is not None:
+                segments.append(self._put_segment(
+                    conn, name + INDEX, [index()]))
             saved = self._finish(conn, name, segments,
                                  _meta_headers(metadata))
         except BaseException:
@@ -123,9 +139,6 @@ class SwiftStorage(base.Storage):
                 'name': segment}
 
     def _finish(self, conn, name, segments, headers):
-        if not segments:
-            raise base.StorageError("The backup stream of %s was empty." %
-                                    name)
         checksum = _slo_etag(segments)
         manifest = [{k: s[k] for k in ('path', 'etag', 'size_bytes')}
                     for s in segments]
@@ -146,7 +159,7 @@ class SwiftStorage(base.Storage):
     def _remove_segments(self, conn, segments, name):
         """Remove all a failed save may have left: segments, manifest."""
         names = [s['name'] for s in segments]
-        names += ['%s_%08d' % (name, len(segments)), name]
+        names += ['%s_%08d' % (name, len(segments)), name + INDEX, name]
         for segment in names:
             try:
                 conn.delete_object(self.container, segment)
@@ -167,13 +180,41 @@ class SwiftStorage(base.Storage):
             return
         digests = []
         for segment in manifest:
-            seg_container, seg_name = segment['name'].lstrip('/').split(
-                '/', 1)
+            if _is_index(segment, name):
+                digests.append(segment['hash'])
+                continue
+            seg_container, seg_name = _segment_name(segment)
             digest = hashlib.md5(usedforsecurity=False)
             yield from _verified(conn, seg_container, seg_name,
                                  segment['hash'], digest)
             digests.append(digest.hexdigest())
-        _compare(name, _slo_etag([{'etag': d} for d in digests]), checksum)
+        _compare(name, base.composite_checksum(digests), checksum)
+
+    def load_index(self, location, checksum=None):
+        url, container, name = _parse_location(location)
+        conn = self._connection(url)
+        manifest = _manifest(conn, container, name)
+        if not manifest or not _is_index(manifest[-1], name):
+            return None
+        _compare(name, base.composite_checksum(
+            [segment['hash'] for segment in manifest]), checksum)
+        seg_container, seg_name = _segment_name(manifest[-1])
+        try:
+            return b''.join(_verified(conn, seg_container, seg_name,
+                                      manifest[-1]['hash']))
+        except swift_exc.ClientException as exc:
+            if exc.http_status == 404:
+                raise base.ChecksumMismatch(
+                    "Backup %s: its index segment %s is missing" % (
+                        location, seg_name)) from exc
+            raise
+
+    def metadata(self, location):
+        url, container, name = _parse_location(location)
+        headers = _head(self._connection(url), container, name)
+        return {base.metadata_key(key[len(META):]): value
+                for key, value in headers.items()
+                if key.lower().startswith(META)}
 
     def delete(self, location):
         url, container, name = _parse_location(location)
@@ -185,13 +226,31 @@ class SwiftStorage(base.Storage):
 
 
 def _slo_etag(segments):
-    return hashlib.md5(''.join(s['etag'] for s in segments).encode(),
-                       usedforsecurity=False).hexdigest()
+    return base.composite_checksum(s['etag'] for s in segments)
 
 
 def _meta_headers(metadata):
-    return {'X-Object-Meta-%s' % key: str(value)
+    return {'X-Object-Meta-%s' % key.replace('_', '-'): str(value)
             for key, value in (metadata or {}).items()}
+
+
+def _is_index(segment, name):
+    return segment['name'].rsplit('/', 1)[-1] == name + INDEX
+
+
+def _segment_name(segment):
+    return segment['name'].lstrip('/').split('/', 1)
+
+
+def _head(conn, container, name):
+    try:
+        return conn.head_object(container, name)
+    except swift_exc.ClientException as exc:
+        if exc.http_status == 404:
+            raise base.BackupNotFound(
+                "No backup object %s in container %s" % (
+                    name, container)) from exc
+        raise
 
 
 def _parse_location(location):
@@ -201,7 +260,7 @@ def _parse_location(location):
 
 def _manifest(conn, container, name):
     """The SLO's segment list, or None when the object is not an SLO."""
-    headers = conn.head_object(container, name)
+    headers = _head(conn, container, name)
     if headers.get('x-static-large-object', '').lower() != 'true':
         return None
     _headers, body = conn.get_object(container, name,
