@@ -268,8 +268,12 @@ couchdb_opts = [
                default='trove.guestagent.strategies.restore.experimental.'
                        'couchdb_impl',
                help='Module that holds the restore strategies.'),
-    cfg.DictOpt('backup_incremental_strategy', default={},
-                help='Incremental backup strategy per full strategy.'),
+    cfg.DictOpt('backup_incremental_strategy',
+                default={'CouchDBBackup': 'CouchDBBackupIncremental'},
+                help='The strategy of an incremental backup (a backup '
+                     'with a parent: trove backup-create --incremental or '
+                     '--parent), per full backup strategy. Empty: '
+                     'incremental backups are refused.'),
     cfg.StrOpt('replication_strategy', default='CouchDBReplication',
                help='Name of the replication strategy class.'),
     cfg.StrOpt('replication_namespace',

@@ -95,8 +95,8 @@ class _Restore(restore_impl.CouchDBRestore):
                          agent.app)
         self.edit_meta = edit_meta
 
-    def _extract(self):
-        result = super()._extract()
+    def _extract(self, chain):
+        result = super()._extract(chain)
         if self.edit_meta is None:
             return result
         meta = json.loads(result.extra(backup_impl.META_NAME))

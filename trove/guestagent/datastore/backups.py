@@ -49,11 +49,7 @@ def create_backup(context, backup_info, app, strategy_cls):
                 size=round(runner.data_size() / GB, 3))
         result = runner.run()
     except Exception as exc:
-        LOG.exception("Backup %s failed", backup_id)
-        _update(context, backup_id, state='FAILED', success=False,
-                backup_type=strategy_cls.backup_type,
-                note='Backup failed: %s' % _short(exc))
-        _remove(_marker(backup_id))
+        report_failed(context, backup_info, exc, strategy_cls.backup_type)
         raise
     _update(context, backup_id, state='COMPLETED', success=True,
             checksum=result.checksum, location=result.location,
@@ -63,6 +59,17 @@ def create_backup(context, backup_info, app, strategy_cls):
     # make its next start report the backup instead of leaving it BUILDING.
     _remove(_marker(backup_id))
     LOG.info("Backup %s completed: %s", backup_id, result.location)
+
+
+def report_failed(context, backup_info, exc, backup_type=None):
+    """Tell the conductor the backup failed, and why."""
+    backup_id = backup_info['id']
+    LOG.error("Backup %s failed: %s", backup_id, _short(exc),
+              exc_info=exc)
+    fields = {'backup_type': backup_type} if backup_type else {}
+    _update(context, backup_id, state='FAILED', success=False,
+            note='Backup failed: %s' % _short(exc), **fields)
+    _remove(_marker(backup_id))
 
 
 def report_interrupted(context):

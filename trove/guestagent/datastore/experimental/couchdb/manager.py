@@ -238,9 +238,25 @@ class Manager(manager.Manager):
     # Backups.
     @reported_cast
     def create_backup(self, context, backup_info):
-        strategy = strategies.load('backup', CONF.couchdb.backup_strategy,
-                                   CONF.couchdb.backup_namespace)
+        try:
+            strategy = self._backup_strategy(backup_info)
+        except Exception as exc:
+            backups.report_failed(context, backup_info, exc)
+            raise
         backups.create_backup(context, backup_info, self.app, strategy)
+
+    def _backup_strategy(self, backup_info):
+        name = CONF.couchdb.backup_strategy
+        if backup_info.get('parent'):
+            # Trove's --incremental and --parent: a backup on a parent.
+            incremental = CONF.couchdb.backup_incremental_strategy.get(name)
+            if not incremental:
+                raise exception.DatastoreOperationNotSupported(
+                    operation='incremental backup (no [couchdb] '
+                              'backup_incremental_strategy for %s)' % name,
+                    datastore=self.manager_name)
+            name = incremental
+        return strategies.load('backup', name, CONF.couchdb.backup_namespace)
 
     # Databases.
     @reported_cast

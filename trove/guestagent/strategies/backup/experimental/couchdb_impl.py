@@ -8,6 +8,14 @@ CouchDB's own password hashes), its uuid, on CouchDB 2.x/3.x its node name
 (``GET /_node/_local``, which the databases' shard maps name) and every
 database's document count when the backup started, which the restore uses
 to bring the instance back and to verify it.
+
+Every backup also stores its file index (``increments``) with its object.
+An incremental backup (``CouchDBBackupIncremental``, what Trove asks for
+with ``backup_info['parent']``) reads its parent's index from the parent's
+object and stores, of each file, only what was appended since the parent
+once the part the parent holds is proven unchanged; the object's metadata
+names the parent (``parent_location``, ``parent_checksum``) as Trove's
+restores expect.
 """
 
 import json
@@ -20,8 +28,11 @@ from oslo_log import log as logging
 from trove.common import exception
 from trove.guestagent.backup import archive
 from trove.guestagent.backup import compression
+from trove.guestagent.backup import digest
 from trove.guestagent.backup import encryption
+from trove.guestagent.backup import increments
 from trove.guestagent.backup import pipeline
+from trove.guestagent.backup import storage as storage_mod
 from trove.guestagent.datastore.experimental.couchdb import client as couch
 from trove.guestagent.strategies.backup import base
 
@@ -52,19 +63,31 @@ class CouchDBBackup(base.BackupRunner):
             name += '.enc'
         return name
 
+    def parent(self):
+        """(what the index says of the parent, the parent's index), or
+        (None, None) for a full backup."""
+        return None, None
+
     def run(self):
+        parent, parent_index = self.parent()
         meta = self.snapshot()
         progress = pipeline.Progress('Backup %s' % self.backup_id,
                                      CONF.backup_progress_interval,
                                      total=self.data_size())
-        saved = self.storage.save(self.object_name(),
-                                  self.stream(meta, progress),
-                                  metadata=self.object_metadata())
+        index = increments.Index(self.backup_id, parent, parent_index)
+        with digest.pool(threads()) as hashers:
+            saved = self.storage.save(
+                self.object_name(),
+                self.stream(meta, progress, index, parent_index, hashers),
+                metadata=self.object_metadata(), index=index.seal)
         progress.log()
         return base.BackupResult(
             saved.location, saved.checksum, saved.size,
-            note='%d databases, %d documents' % (
-                len(meta['databases']), sum(meta['databases'].values())))
+            note=self.note(meta, index))
+
+    def note(self, meta, index):
+        return '%d databases, %d documents' % (
+            len(meta['databases']), sum(meta['databases'].values()))
 
     def snapshot(self):
         """Flush CouchDB and record what the restore must find again."""
@@ -85,12 +108,21 @@ class CouchDBBackup(base.BackupRunner):
                      else None),
             'databases': databases}
 
-    def stream(self, meta, progress):
-        """The backup's bytes: tar, then gzip and encryption if enabled."""
+    def stream(self, meta, progress, index=None, parent_index=None,
+               hashers=None):
+        """The backup's bytes: tar, then gzip and encryption if enabled.
+
+        ``index`` is filled in as the archive is written; with
+        ``parent_index`` the archive holds only what changed since it.
+        """
         extra = [(META_NAME, json.dumps(meta, sort_keys=True).encode())]
         stream = pipeline.threaded(progress.count(
-            archive.write_tar(self.data_dir, extra_files=extra,
-                              bufsize=CONF.backup_chunk_size)),
+            archive.write_tar(
+                self.data_dir, extra_files=extra,
+                bufsize=CONF.backup_chunk_size, index=index,
+                parent_files=(None if parent_index is None
+                              else increments.parent_files(parent_index)),
+                pool=hashers)),
             name='backup-tar')
         if CONF.backup_use_gzip_compression:
             stream = compression.gzip_compress(
@@ -115,6 +147,52 @@ class CouchDBBackup(base.BackupRunner):
                 else 'none',
                 'encryption': 'aes-256-gcm'
                 if CONF.backup_use_openssl_encryption else 'none'}
+
+
+class ParentBackupError(exception.TroveError):
+    """An incremental backup's parent cannot be built on."""
+
+
+class CouchDBBackupIncremental(CouchDBBackup):
+    """A backup of what changed since ``backup_info['parent']``."""
+
+    backup_type = 'CouchDBBackupIncremental'
+
+    def parent(self):
+        given = self.backup_info.get('parent') or {}
+        location, checksum = given.get('location'), given.get('checksum')
+        if not location:
+            raise ParentBackupError(
+                "An incremental backup needs its parent's location; "
+                "backup_info['parent'] is %r." % (given,))
+        storage = storage_mod.for_location(self.context, location)
+        blob = storage.load_index(location, checksum)
+        if blob is None:
+            raise ParentBackupError(
+                "The parent backup %s has no file index (made by upstream "
+                "Trove or an older agent): an incremental backup cannot "
+                "build on it; make a full backup first." % location)
+        index = increments.open_index(blob, location)
+        LOG.info("Backup %s builds on backup %s (%s, chain of %d): %d "
+                 "files", self.backup_id, index['backup_id'], location,
+                 len(index['chain']), len(index['files']))
+        return ({'backup_id': index['backup_id'], 'location': location,
+                 'checksum': checksum}, index)
+
+    def object_metadata(self):
+        metadata = super().object_metadata()
+        parent = self.backup_info['parent']
+        metadata.update(parent_location=parent['location'],
+                        parent_checksum=parent.get('checksum') or '')
+        return metadata
+
+    def note(self, meta, index):
+        counts = index.counts()
+        return '%s; incremental on %s: %d files whole, %d appended to, ' \
+            '%d unchanged, %d deleted' % (
+                super().note(meta, index), index.parent['backup_id'],
+                counts['whole'], counts['delta'], counts['unchanged'],
+                len(index.to_dict()['deleted']))
 
 
 def threads():

@@ -23,7 +23,20 @@ CouchDB's "Moving a shard" procedure updates cluster metadata: ``by_node``,
 ``by_range`` and the ``changelog`` entries, each document PUT back with its
 ``_rev``, then the old node leaves ``_nodes``.  A backup whose maps place
 shards on more than one node (a cluster) is refused.
+
+An incremental backup is restored with the backups it builds on: the chain
+is followed down to its full backup through each object's metadata
+(``parent_location``, ``parent_checksum``, as Trove's restores do), and
+each link is checked against the parent its own sealed index recorded
+before anything changes on this instance.  Then the links are extracted in
+order, full backup first, into one staging directory: whole files replace,
+deltas are appended once the file they extend has their base's size and
+digest, the files a link recorded as deleted go; at the end every file must
+have the size and digest the last backup recorded, and only then is the
+staged data swapped in and CouchDB started.
 """
+
+import collections
 
 import copy
 import json
@@ -37,8 +50,10 @@ from trove.common import exception
 from trove.guestagent.backup import compression
 from trove.guestagent.backup import encryption
 from trove.guestagent.backup import extract
+from trove.guestagent.backup import increments
 from trove.guestagent.backup import pipeline
 from trove.guestagent.backup import storage as storage_mod
+from trove.guestagent.backup.storage import base as storage_base
 from trove.guestagent.datastore.experimental.couchdb import client as couch
 from trove.guestagent.datastore.experimental.couchdb import ini
 from trove.guestagent.datastore.experimental.couchdb import service
@@ -57,6 +72,8 @@ SHARD_MAPS = ('_node', '_local', '_dbs')
 NODES = ('_node', '_local', '_nodes')
 # Shard maps read per GET of _dbs/_all_docs.
 SHARD_MAP_PAGE = 500
+# Links of an incremental chain followed at most (a loop stops there too).
+MAX_CHAIN = 1000
 # What a CouchDB uuid may look like before it goes into an ini file.
 _UUID = re.compile(r'^[A-Za-z0-9._-]{1,128}$')
 
@@ -65,14 +82,23 @@ class RestoreVerificationError(exception.TroveError):
     """The restored instance does not hold what the backup held."""
 
 
+class BackupChainError(exception.TroveError):
+    """A link of an incremental backup's chain is missing or foreign."""
+
+
+# One backup of a chain: where it is, its checksum, its index (or None).
+Link = collections.namedtuple('Link', 'location checksum index')
+
+
 class CouchDBRestore(base.RestoreRunner):
-    """Restores backups of type ``CouchDBBackup``."""
+    """Restores backups of type ``CouchDBBackup``, and incremental ones."""
 
     def restore(self):
         LOG.info("Restoring backup %s from %s", self.backup_info.get('id'),
                  self.backup_info['location'])
+        chain = self._chain()
         self.app.stop_db()
-        result = self._extract()
+        result = self._extract(chain)
         self.app.set_data_ownership(self.restore_location)
         meta = result.extra(couchdb_impl.META_NAME)
         meta = None if meta is None else json.loads(meta)
@@ -91,13 +117,89 @@ class CouchDBRestore(base.RestoreRunner):
         self._restore_config(meta)
         self._verify(meta.get('databases') or {})
 
-    def _stream(self):
+    # -- the chain ----------------------------------------------------------
+
+    def _chain(self):
+        """The links to restore, the full backup first.
+
+        Each link is found through its child's metadata and must be the
+        backup the child's index recorded as its parent (same location,
+        checksum and backup id, a chain one shorter); its index is read
+        and verified against its checksum.  Nothing is downloaded beyond
+        the indexes, and nothing changes on this instance.
+        """
         location = self.backup_info['location']
+        checksum = self.backup_info.get('checksum')
+        links = []
+        while True:
+            link = self._link(location, checksum, links[-1] if links
+                              else None)
+            links.append(link)
+            storage = storage_mod.for_location(self.context, location)
+            metadata = storage.metadata(location)
+            parent = link.index and link.index['parent']
+            named = metadata.get('parent_location')
+            if not parent and not named:
+                break
+            if not parent or (named, metadata.get('parent_checksum')) != (
+                    parent['location'], parent['checksum']):
+                raise BackupChainError(
+                    "Backup %s is not consistent: its metadata names the "
+                    "parent %s (checksum %s), its sealed index %s." % (
+                        location, named, metadata.get('parent_checksum'),
+                        'names %s (checksum %s)' % (
+                            parent['location'], parent['checksum'])
+                        if parent else 'says it is a full backup'))
+            if len(links) >= MAX_CHAIN:
+                raise BackupChainError(
+                    "Backup %s: its chain is longer than %d backups." % (
+                        self.backup_info['location'], MAX_CHAIN))
+            location, checksum = parent['location'], parent['checksum']
+        links.reverse()
+        if len(links) > 1:
+            LOG.info("Backup %s is incremental: restoring a chain of %d "
+                     "backups, the full backup %s first",
+                     self.backup_info.get('id'), len(links),
+                     links[0].location)
+        return links
+
+    def _link(self, location, checksum, child):
+        """One link, read and checked against the ``child`` built on it."""
+        storage = storage_mod.for_location(self.context, location)
+        try:
+            blob = storage.load_index(location, checksum)
+        except storage_base.BackupNotFound as exc:
+            if child is None:
+                raise
+            raise BackupChainError(
+                "Backup %s builds on backup %s, which is gone (deleted, or "
+                "its container removed): it cannot be restored without "
+                "it." % (child.location, location)) from exc
+        except storage_base.ChecksumMismatch as exc:
+            raise BackupChainError(
+                "Backup %s%s is damaged: %s" % (
+                    location, '' if child is None else
+                    ' (which backup %s builds on)' % child.location,
+                    exc)) from exc
+        index = None if blob is None else increments.open_index(
+            blob, location)
+        if child is None:
+            return Link(location, checksum, index)
+        if index is None or child.index['chain'][:-1] != index['chain']:
+            raise BackupChainError(
+                "Backup %s is not the backup %s was made on (its chain is "
+                "%s, the child's %s): a foreign link." % (
+                    location, child.location,
+                    index and index['chain'], child.index['chain']))
+        return Link(location, checksum, index)
+
+    def _stream(self, link):
+        location = link.location
         storage = storage_mod.for_location(self.context, location)
         # Downloading with decrypting, decompressing, and writing the
         # files: three threads, each stage overlapping the others.
         chunks = pipeline.threaded(encryption.open_stream(
-            storage.load(location, self.backup_info.get('checksum')),
+            storage.load(location, link.checksum),
             CONF.backup_aes_cbc_key,
             allow_plain=not CONF.backup_use_openssl_encryption,
             previous_keys=CONF.backup_aes_cbc_previous_keys),
@@ -111,19 +213,39 @@ class CouchDBRestore(base.RestoreRunner):
                 name='restore-gunzip')
         return chunks
 
-    def _extract(self):
+    def _extract(self, chain):
+        """Extract every link into one staging dir; swap it in at the end.
+        Returns the last link's ``ExtractResult``."""
         progress = pipeline.Progress(
             'Restore %s' % self.backup_info.get('id'),
             CONF.backup_progress_interval)
+        # Only a chain follows digests: a full backup is authenticated as
+        # a whole by its encryption and checksum.
+        digests = {} if len(chain) > 1 else None
         with extract.staged_restore(self.restore_location) as staged:
-            result = extract.safe_extract(
-                progress.count(self._stream()), staged.path,
-                strip_prefix='data/', legacy_root=LEGACY_ROOT,
-                owner=service.couchdb_owner())
+            for number, link in enumerate(chain, 1):
+                if number > 1:
+                    # First: a path deleted may be another kind of entry
+                    # now (a directory become a file).
+                    extract.remove_deleted(staged.path,
+                                           link.index['deleted'], digests)
+                result = extract.safe_extract(
+                    progress.count(self._stream(link)), staged.path,
+                    strip_prefix='data/', legacy_root=LEGACY_ROOT,
+                    owner=service.couchdb_owner(), digests=digests)
+                LOG.info("Restored backup %d of %d (%s): %d files whole, "
+                         "%d appended to, %d bytes", number, len(chain),
+                         link.location, result.files, result.deltas,
+                         result.bytes)
+            if digests is not None:
+                extract.verify_files(
+                    staged.path, increments.parent_files(chain[-1].index),
+                    digests)
+                LOG.info("The %d restored files have the sizes and digests "
+                         "backup %s recorded", len(digests),
+                         chain[-1].location)
             staged.commit()
         progress.log()
-        LOG.info("Restored %d files (%d bytes) into %s", result.files,
-                 result.bytes, self.restore_location)
         return result
 
     def _restore_config(self, meta):
@@ -352,3 +474,8 @@ def _peek(chunks):
         yield from chunks
 
     return first, rejoined()
+
+
+class CouchDBBackupIncremental(CouchDBRestore):
+    """Restores backups of type ``CouchDBBackupIncremental``: the same
+    restore, which follows any backup's chain."""
