@@ -65,6 +65,11 @@ def _members(blob):
         return {m.name: m for m in tar if m.isreg()}
 
 
+def _members_all(blob):
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        return [m for m in tar if m.isreg()]
+
+
 def _restore_chain(links, dest):
     digests = {}
     for number, (blob, index) in enumerate(links):
@@ -222,6 +227,29 @@ def test_a_file_growing_during_the_incremental_keeps_what_it_had(couchdb3,
     dest.mkdir()
     _restore_chain([(full, full_index), (inc, inc_index)], dest)
     assert (dest / rel).read_bytes() == at_start
+
+
+def test_a_file_shrinking_during_its_delta_is_stored_again_whole(couchdb3,
+                                                                 tmp_path):
+    full, full_index = _archive(couchdb3, 'full')
+    rel = 'shards/00000000-7fffffff/a.1.couch'
+    _append(couchdb3 / rel, _data(200 * KIB, 9))
+    done = []
+
+    def shrink(event, name):
+        # Truncated once it is open, before its delta is read.
+        if event == 'opened' and name == rel and not done:
+            done.append(1)
+            os.truncate(couchdb3 / rel, 400 * KIB)
+
+    inc, inc_index = _archive(couchdb3, 'inc', full_index, on_event=shrink)
+    members = [m for m in _members_all(inc) if m.name.endswith(rel)]
+    assert [m.name.split('/', 1)[0] for m in members] == ['delta', 'data']
+    assert inc_index['files'][rel]['stored'] == 'whole'
+    dest = tmp_path / 'restored'
+    dest.mkdir()
+    _restore_chain([(full, full_index), (inc, inc_index)], dest)
+    assert _files(dest) == _files(couchdb3)
 
 
 # --- applying deltas -------------------------------------------------------

@@ -30,6 +30,24 @@ devices and fifos found in the listing are skipped with a warning.
 
 ``extra_files`` (configuration, metadata) are written LAST: ``meta/`` then
 describes a finished copy, and a stream cut short lacks it.
+
+An incremental backup (``parent_files``: what the parent's index recorded
+of each file, its size and digest) stores a file in one of three ways:
+
+* unchanged (its first ``size`` bytes have the parent's digest and it is no
+  longer): no member, the index records it;
+* grown (its first ``size`` bytes have the parent's digest): a member
+  ``delta/<path>`` of the bytes after them, with pax records
+  ``TROVE.base_size`` and ``TROVE.base_sha256`` naming the base it extends;
+* anything else (new, shorter, rewritten, compacted): whole, as in a full
+  backup.
+
+The digest of the prefix is taken from the open descriptor before the
+member is written, and the bytes of a delta are hashed as they are read,
+so the index records the digest of exactly what was stored.  The retry of
+a file that shrank while it was copied stores it whole: only a whole
+member supersedes an abandoned delta.  ``index`` collects every directory
+and file stored, for the backup's sealed index.
 """
 
 import errno
@@ -343,7 +361,10 @@ class _TarWriter:
             if fd is None:
                 return
             try:
-                shortfall = yield from self._member(fd, rel, arcname)
+                # A retry stores the file whole: the abandoned member may
+                # be a delta, which only a whole file supersedes.
+                shortfall = yield from self._member(fd, rel, arcname,
+                                                    whole=attempt > 1)
             finally:
                 os.close(fd)
             if shortfall is None:
@@ -354,7 +375,7 @@ class _TarWriter:
         raise FileShrankError(path=rel, attempts=self.retries,
                               expected=shortfall[0], actual=shortfall[1])
 
-    def _member(self, fd, rel, arcname):
+    def _member(self, fd, rel, arcname, whole=False):
         """Yield one member from ``fd``: None, or (expected, got) if short."""
         st = os.fstat(fd)
         self.on_event('opened', rel)
@@ -367,11 +388,11 @@ class _TarWriter:
             LOG.warning("Backup: %s is no longer a regular file, skipped",
                         rel)
             return None
-        return (yield from self._data_file(fd, rel, arcname, st))
+        return (yield from self._data_file(fd, rel, arcname, st, whole))
 
-    def _data_file(self, fd, rel, arcname, st):
+    def _data_file(self, fd, rel, arcname, st, whole=False):
         """A file of the data dir: whole, as a delta, or not at all."""
-        base = self._unchanged_prefix(fd, rel, st)
+        base = None if whole else self._unchanged_prefix(fd, rel, st)
         if base is None:
             stored, start, found = 'whole', 0, digest.Digest()
             pax = None
