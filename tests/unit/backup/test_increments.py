@@ -150,6 +150,8 @@ def test_incremental_stores_appends_replacements_news_and_deletions(
     shard = couchdb3 / 'shards/00000000-7fffffff'
     _append(shard / 'a.1.couch', b'appended' * 100)
     _append(couchdb3 / '_dbs.couch', b'map')
+    _append(couchdb3 / '.shards/00000000-7fffffff/a.1_design/mrview/s.view',
+            b'view')
     # Compaction: a new file, larger than the old, renamed over it.
     _write(shard / 'b.compact', _data(150 * KIB, 33))
     os.rename(shard / 'b.compact', shard / 'b.1.couch')
@@ -166,7 +168,7 @@ def test_incremental_stores_appends_replacements_news_and_deletions(
         'shards/00000000-7fffffff/b.1.couch': 'whole',
         'shards/80000000-ffffffff/c.1.couch': 'unchanged',
         'shards/80000000-ffffffff/new.2.couch': 'whole',
-        '.shards/00000000-7fffffff/a.1_design/mrview/s.view': 'unchanged'}
+        '.shards/00000000-7fffffff/a.1_design/mrview/s.view': 'delta'}
     delta = members['delta/shards/00000000-7fffffff/a.1.couch']
     assert delta.size == 800
     assert delta.pax_headers[archive.BASE_SIZE] == str(300 * KIB)
@@ -174,6 +176,12 @@ def test_incremental_stores_appends_replacements_news_and_deletions(
     assert inc_index['deleted'] == ['shards/00000000-7fffffff/gone.1.couch']
     assert inc_index['chain'] == ['full', 'inc']
     assert len(inc) < 250 * KIB  # the appends and the two whole files
+    # CouchDB's order holds: view indexes, node databases, then shards.
+    order = [name.split('/', 1)[1] for name in _members(inc)]
+    assert order == [rel for rel in archive.backup_order(str(couchdb3))
+                     if rel in order]
+    assert order[0].startswith('.shards/') and order[1] == '_dbs.couch'
+    assert order[-1].startswith('shards/')
 
     dest = tmp_path / 'restored'
     dest.mkdir()
