@@ -4,7 +4,8 @@ Each fault ends the same way: a clear error, the conductor told (an
 ``update_backup`` FAILED whose note says what went wrong, or a ``failed to
 spawn`` heartbeat for a prepare), nothing written outside the data
 directory, and the agent still serving (``rpc_ping`` and a real call after
-it).  Real agents, real pouchdb-servers and a real single-node Swift, as in
+it).  Real agents, each with its own server (a real CouchDB 3.5 node, and
+pouchdb-server for the 1.6 API), and a real single-node Swift, as in
 test_backup.py, whose helpers these tests share.
 
 The restore faults damage one backup, made once for the module by a source

@@ -9,7 +9,8 @@ the guest calls Trove 26's taskmanager makes for each user action;
 ``engine.py`` runs groups and names the step that failed.
 
 Everything runs against real services started on loopback (RabbitMQ,
-Swift, one pouchdb-server per instance, one real agent per instance),
+Swift, one CouchDB server per instance: a real CouchDB 3.5 node or
+pouchdb-server for the 1.6 API, one real agent per instance),
 driven through ``trove/guestagent/api.py`` and observed through the
 conductor listener.  ``integration/test_scenarios.py`` runs each group
 alone (with the groups it depends on) and all of them together::

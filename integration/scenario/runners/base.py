@@ -1,11 +1,11 @@
 """What every scenario runner shares: the cloud it acts on, and its state.
 
 A ``Cloud`` is what the scenarios see of a Trove deployment run locally:
-it creates instances (a real agent managing its own pouchdb-server, each
-configured as Trove configures a guest), holds the conductor listener, the
-Swift the backups go to, and ``TestRunner`` subclasses keep what one group
-hands to the next on it (Trove's ``instance_info``): the main instance,
-its replicas, the backup.
+it creates instances (a real agent managing its own server, a CouchDB 3.5
+node or pouchdb-server, each configured as Trove configures a guest),
+holds the conductor listener, the Swift the backups go to, and
+``TestRunner`` subclasses keep what one group hands to the next on it
+(Trove's ``instance_info``): the main instance, its replicas, the backup.
 """
 
 import contextlib
