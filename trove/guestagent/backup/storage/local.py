@@ -69,7 +69,11 @@ class LocalStorage(base.Storage):
             for partial in reversed(written):
                 os.replace(partial, partial[:-len(PARTIAL)])
         except BaseException:
-            for partial in written + [path + PARTIAL]:
+            # Every partial file, written or half written (an index or
+            # metadata file that failed while being written is not in
+            # ``written``).
+            for partial in (path + PARTIAL, path + INDEX + PARTIAL,
+                            path + META + PARTIAL):
                 if os.path.exists(partial):
                     os.unlink(partial)
             raise
@@ -85,7 +89,13 @@ class LocalStorage(base.Storage):
         try:
             with open(path + META, 'rb') as stream:
                 return json.loads(stream.read())
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if os.path.exists(path + INDEX):
+                # An index without the file recording it: damage, not an
+                # older backup without an index.
+                raise base.ChecksumMismatch(
+                    "Backup %s has an index but its metadata file is "
+                    "missing" % path) from exc
             return {'metadata': {}, 'parts': {}}
         except ValueError as exc:
             raise base.ChecksumMismatch(
@@ -134,6 +144,8 @@ class LocalStorage(base.Storage):
 
     def delete(self, location):
         path = self._path(location)
+        if not os.path.exists(path):
+            raise base.BackupNotFound("No backup at %s" % path)
         for extra in (INDEX, META):
             if os.path.exists(path + extra):
                 os.unlink(path + extra)
