@@ -199,15 +199,8 @@ class SwiftStorage(base.Storage):
         _compare(name, base.composite_checksum(
             [segment['hash'] for segment in manifest]), checksum)
         seg_container, seg_name = _segment_name(manifest[-1])
-        try:
-            return b''.join(_verified(conn, seg_container, seg_name,
-                                      manifest[-1]['hash']))
-        except swift_exc.ClientException as exc:
-            if exc.http_status == 404:
-                raise base.ChecksumMismatch(
-                    "Backup %s: its index segment %s is missing" % (
-                        location, seg_name)) from exc
-            raise
+        return b''.join(_verified(conn, seg_container, seg_name,
+                                  manifest[-1]['hash']))
 
     def metadata(self, location):
         url, container, name = _parse_location(location)
@@ -270,8 +263,17 @@ def _manifest(conn, container, name):
 
 def _verified(conn, container, name, expected, digest=None):
     digest = digest or hashlib.md5(usedforsecurity=False)
-    _headers, body = conn.get_object(container, name,
-                                     resp_chunk_size=1024 * 1024)
+    try:
+        _headers, body = conn.get_object(container, name,
+                                         resp_chunk_size=1024 * 1024)
+    except swift_exc.ClientException as exc:
+        if exc.http_status == 404:
+            # A segment (data or index) of a backup whose manifest is
+            # still there: the backup is damaged.
+            raise base.ChecksumMismatch(
+                "Backup object %s in container %s is missing" % (
+                    name, container)) from exc
+        raise
     for chunk in body:
         digest.update(chunk)
         yield chunk
