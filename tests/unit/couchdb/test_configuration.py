@@ -1,67 +1,19 @@
-"""Configuration groups against the CouchDB fake: rules, file, live.
+"""Configuration groups: the rules of each API version, without a server.
 
 The rules of each API version are those of its file (validation-rules.json
-for 3.x, validation-rules-1.6.json for 1.6); the agent reads the file of the
-version its server speaks."""
+for 3.x, validation-rules-1.6.json for 1.6).  What the agent does with a
+group on a server (the rules of the version the server speaks, the checks
+while it is down, the group's file, the values set live, a bad group
+changing nothing) runs on the real CouchDB 3.5 and on pouchdb-server in
+tests/functional/couchdb/test_configuration_on_servers.py.
+"""
 
-import configparser
 import json
-import os
 
 import pytest
 
 from trove.common import exception
-from trove.guestagent.datastore.experimental.couchdb import client as couch
 from trove.guestagent.datastore.experimental.couchdb import configuration
-from trove.guestagent.datastore.experimental.couchdb import service
-
-try:
-    from . import fake_couchdb3 as fake
-except ImportError:
-    import fake_couchdb3 as fake
-
-
-def _app(conf, tmp_path, version):
-    server = fake.FakeCouchDB(version)
-    if version == '3':
-        server.set_admin('admin', 'image-Admin-1')    # 3.x needs one
-    server.start()
-    etc = tmp_path / 'etc'
-    conf.config(group='couchdb', host='127.0.0.1', port=server.port,
-                config_dir=str(etc), http_timeout=5.0)
-    conf.config(state_change_wait_time=5)
-    app = service.CouchDBApp(
-        service_manager=fake.FakeServiceManager(server, config_dir=str(etc)))
-    app.poll_interval = 0.02
-    app.secure()
-    return server, app
-
-
-@pytest.fixture
-def app(conf, tmp_path):
-    server, app = _app(conf, tmp_path, '3')
-    yield app
-    server.stop()
-
-
-@pytest.fixture(params=['1', '3'])
-def any_app(request, conf, tmp_path):
-    """An app on a 1.6 fake, then on a 3.x one."""
-    server, app = _app(conf, tmp_path, request.param)
-    yield app
-    server.stop()
-
-
-@pytest.fixture
-def overrides(app):
-    return configuration.Overrides(app)
-
-
-def _ini(app):
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(app.local_d() + '/' + configuration.OVERRIDES_INI_FILE)
-    return {'%s/%s' % (s, k): v for s in parser.sections()
-            for k, v in parser[s].items()}
 
 
 def _check(given, api_version='3'):
@@ -168,104 +120,3 @@ def test_bad_values_are_refused_with_a_clear_error(given, words):
     with pytest.raises(exception.BadRequest) as raised:
         _check(given)
     assert words in str(raised.value)
-
-
-def test_the_agent_reads_the_rules_of_the_version_its_server_speaks(
-        any_app):
-    overrides = configuration.Overrides(any_app)
-    version = any_app.client.api_version
-    own, other = (('couchdb/delayed_commits', 'chttpd/enable_cors')
-                  if version == '1'
-                  else ('chttpd/enable_cors', 'couchdb/delayed_commits'))
-    assert overrides.check({own: True}) == {tuple(own.split('/')): 'true'}
-    with pytest.raises(exception.BadRequest, match='Unknown configuration'):
-        overrides.check({other: True})
-    overrides.update({own: True})
-    assert _ini(any_app) == {own: 'true'}
-    with pytest.raises(exception.BadRequest, match='Unknown configuration'):
-        overrides.update({other: True})
-    assert _ini(any_app) == {own: 'true'}
-
-
-def test_before_the_server_answers_a_group_of_either_version_passes(app):
-    app.service_manager.stop()
-    assert app.client.health() is couch.Health.DOWN
-    overrides = configuration.Overrides(app)
-    assert overrides.check({'couchdb/delayed_commits': True}) == {
-        ('couchdb', 'delayed_commits'): 'true'}
-    assert overrides.check({'chttpd/enable_cors': True}) == {
-        ('chttpd', 'enable_cors'): 'true'}
-    with pytest.raises(exception.BadRequest, match="'couchdb/nope'"):
-        overrides.check({'couchdb/nope': 1})
-    with pytest.raises(exception.BadRequest, match='the minimum is 10'):
-        overrides.check({'couchdb/max_dbs_open': 5})
-    app.service_manager.start()
-    with pytest.raises(exception.BadRequest, match='Unknown configuration'):
-        overrides.check({'couchdb/delayed_commits': True})
-
-
-def test_update_keeps_the_group_in_its_own_file_until_a_restart(
-        app, overrides):
-    overrides.update({'couchdb/max_dbs_open': 300, 'log/level': 'debug'})
-    assert _ini(app) == {'couchdb/max_dbs_open': '300',
-                         'log/level': 'debug'}
-    assert fake.file_mode(app.local_d() + '/' +
-                          configuration.OVERRIDES_INI_FILE) == 0o640
-    assert overrides.current() == {'couchdb/max_dbs_open': '300',
-                                   'log/level': 'debug'}
-    assert overrides.restart_pending
-    overrides.restarted()
-    assert not overrides.restart_pending
-
-
-def test_apply_sets_dynamic_values_live_and_leaves_the_rest_for_a_restart(
-        app, overrides):
-    group = {'couchdb/max_dbs_open': 300,
-             'chttpd_auth_lockout/max_lifetime': 60000}
-    overrides.update(group)
-    waiting = overrides.apply(group)
-    assert waiting == ['chttpd_auth_lockout/max_lifetime']
-    assert app.client.config_get('couchdb', 'max_dbs_open') == '300'
-    assert app.client.get_or_none(app.client._config_segments(
-        'chttpd_auth_lockout', 'max_lifetime')) is None
-    assert overrides.restart_pending
-    overrides.update(group)          # nothing changed: still pending
-    assert overrides.restart_pending
-
-
-def test_a_dynamic_group_releases_restart_required_once_applied(
-        app, overrides):
-    group = {'log/level': 'warning'}
-    overrides.update(group)
-    assert overrides.restart_pending
-    assert overrides.apply(group) == []
-    assert not overrides.restart_pending
-    assert app.client.config_get('log', 'level') == 'warning'
-
-
-def test_remove_empties_the_file_and_unsets_the_live_values(app, overrides):
-    group = {'couchdb/max_dbs_open': 300}
-    overrides.update(group)
-    overrides.apply(group)
-    overrides.update({}, remove=True)
-    # Emptied, not deleted: CouchDB 3.x re-reads the files it started with.
-    path = os.path.join(app.local_d(), configuration.OVERRIDES_INI_FILE)
-    assert os.path.exists(path)
-    assert _ini(app) == {}
-    assert overrides.current() == {}
-    assert app.client.get_or_none(
-        app.client._config_segments('couchdb', 'max_dbs_open')) is None
-
-
-def test_a_bad_group_changes_nothing(app, overrides):
-    good = {'couchdb/max_dbs_open': 300}
-    overrides.update(good)
-    overrides.apply(good)
-    bad = {'couchdb/max_dbs_open': 400, 'log/level': 'loud'}
-    for call in (overrides.update, overrides.apply):
-        with pytest.raises(exception.BadRequest):
-            call(bad)
-    assert _ini(app) == {'couchdb/max_dbs_open': '300'}
-    assert app.client.config_get('couchdb', 'max_dbs_open') == '300'
-    assert app.client.get_or_none(
-        app.client._config_segments('log', 'level')) is None
