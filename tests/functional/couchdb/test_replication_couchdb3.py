@@ -4,8 +4,9 @@ Each guest is a real node with the agent's objects in this process (see
 couchdb3_nodes.py); the replication jobs are CouchDB's own and really run,
 the guards really run in CouchDB's QuickJS, and 3.x's security model is the
 real one: ``_users`` and ``/_all_dbs`` are admin-only, new databases too.
-What a single real node cannot show (a ``failed`` job, a replica that
-lacks one revision) is in tests/unit/couchdb/test_replication_3x.py.
+A job CouchDB itself reports ``crashing`` is shown here too.  What real
+nodes cannot be made to show (a ``failed`` job, a replica that lacks one
+revision) is in tests/unit/couchdb/test_replication_3x.py.
 """
 
 import json
@@ -362,6 +363,25 @@ def test_databases_security_and_users_follow_the_source(source, replica,
     nodes.wait_until(lambda: replica.doc('db3', 'new'), 30,
                      'a document of the new database on the replica')
     assert replica.agent.problems() == {}
+
+
+def test_a_job_couchdb_reports_crashing_is_a_problem(source, replica,
+                                                     attached):
+    """db1 is deleted on the source behind its agent's back (the source
+    still publishes it): the job's changes feed gets 404, and CouchDB's
+    scheduler says ``crashing`` with its reason.  (It retries after a
+    backoff of 30 s or more; a job that runs again clears the problem,
+    unit-tested with a ``failed`` job in test_replication_3x.py.)"""
+    _caught_up(source, replica)
+    source.client().request('DELETE', ['db1'])
+    nodes.wait_until(
+        lambda: replica.job_states().get('trove-db1') == 'crashing', 60,
+        'the job of db1 crashing in /_scheduler/docs')
+    replica.agent.periodic()
+    problems = replica.agent.problems()
+    assert sorted(problems) == ['db1']
+    assert problems['db1'].startswith('replication job crashing: ')
+    assert 'changes_req_failed,404' in problems['db1']
 
 
 # -- bad input changes nothing --------------------------------------------
