@@ -1,68 +1,74 @@
-"""An HTTP-level fake of CouchDB 3.x (and, with version='1', of 1.6).
+"""An HTTP-level fake of a CouchDB 3.x node (and a sliver of 1.6).
 
-Written from CouchDB's documentation (docs.couchdb.org: /_up, /,
-/_all_dbs, /{db}, /{db}/_security, /_users, /_node/{node}/_config, /_session)
-so that the agent's 3.x code paths run against real HTTP: a
+Kept only for what one real node cannot show; everything else runs on the
+real CouchDB 3.5 and on pouchdb-server in tests/functional/couchdb/:
+
+- A cluster's shard maps (tests/unit/couchdb/test_restore_3x_node.py): a
+  backup whose ``_dbs`` documents place databases on several nodes, which
+  the restore must refuse.  A restore onto another node name runs on two
+  real nodes (tests/functional/couchdb/test_restore_node.py).
+- Answers a real server does not give on demand
+  (tests/unit/couchdb/test_client.py): ``fail_status``, a server error on
+  every request, and CouchDB 1.6's ``POST /_restart``, which
+  pouchdb-server lacks.  With ``version='1'`` the fake answers only
+  ``GET /`` (version 1.6.1), ``/_up`` (400, as 1.6 takes it for a
+  database name) and ``/_restart``; anything else is a 404.
+- Replication states real jobs never reach
+  (tests/unit/couchdb/test_replication_3x.py): nothing replicates by
+  itself, ``replicate(source, target, db, skip=...)`` copies documents with
+  their revisions where a job would, so a replica can lack a revision in
+  the middle of a database; ``set_job_state`` says what
+  ``/_scheduler/docs`` reports of a job (``failed``, then ``running``:
+  every job is ``running`` until then); ``requests_seen`` shows what the
+  agent asked while a test holds a lock.
+
+Written from CouchDB's documentation and held against a real 3.5 node
+where it models 3.x's security
+(tests/functional/couchdb/test_fake_couchdb3_agrees.py): a
 ``ThreadingHTTPServer`` on 127.0.0.1 in a thread, with in-memory state.
+What the 3.x node models, because the tests above go through it:
 
-What it models:
 - Basic auth against the [admins] config section (stored hashed,
   ``-pbkdf2-<key>,<salt>,<iterations>``) and the ``_users`` documents
   (password hashed on write into derived_key/salt/iterations/...).
-- 3.x: ``/_up``, admin-only ``/_all_dbs``, new databases admin-only
-  (``_security`` members/admins roles ``_admin``), ``/_node/_local/_config``,
-  no admin party, and no start without an admin (like the real server).
-- 1.x: ``/_config``, ``/_restart``, admin party while there is no admin,
-  ``_users`` and ``_replicator`` created at start, open new databases.
+- ``/_up``, ``/_session``, admin-only ``/_all_dbs``,
+  ``/_node/_local/_config``; new databases admin-only (``_security``
+  members/admins roles ``_admin``), ``_users`` included, so a user cannot
+  even read its own document (as a real 3.5 answers: 403 "You are not
+  allowed to access this db.").  Endpoints for server admins only answer
+  401 "You are not a server admin." to everyone else, logged in or not;
+  these include ``_all_docs`` and ``_changes`` of ``_users`` and
+  ``_replicator``.
 - Documents with ``_rev`` and 409 on a stale or missing rev; design
   documents (``_design/x``, written by db or server admins only; their
   functions are stored, never run); deletions leave tombstones.
-- Per-database update sequence: an int on 1.x, an opaque string
-  ``"N-g1AAAA..."`` on 3.x, in ``GET /{db}`` (``update_seq``) and
-  ``GET /{db}/_changes`` (``since``, ``limit``; one row per document at its
-  latest change, ``last_seq``).  A 3.x ``since`` must be ``0``, ``now`` or a
-  sequence the server gave out (only its opaque part counts, as on CouchDB);
-  anything else is a 400.  A ``_security`` change bumps ``update_seq``
-  without a ``_changes`` row, as CouchDB's storage engines do.
-- ``POST /{db}/_revs_diff`` against every revision a document has had.
-- ``_users``: on 1.x a user reads and updates only its own document
-  (never its roles, name or type), without being a member of ``_users``;
-  on 3.x ``_users`` is admin-only like any new database, and membership is
-  checked first, so a user cannot even read its own document (as a real
-  3.5 answers: 403 "You are not allowed to access this db.").
-- Endpoints for server admins only answer 401 "You are not a server
-  admin." to everyone else, logged in or not; on 3.x these include
-  ``_all_docs`` and ``_changes`` of ``_users`` and ``_replicator``.
+- Per-database update sequences as 3.x's opaque strings ``"N-g1AAAA..."``
+  in ``GET /{db}`` (``update_seq``) and ``GET /{db}/_changes`` (``since``,
+  ``limit``; one row per document at its latest change, ``last_seq``,
+  ``pending``).  A ``since`` must be ``0``, ``now`` or a sequence the
+  server gave out (only its opaque part counts).  A ``_security`` change
+  bumps ``update_seq`` without a ``_changes`` row, as CouchDB's storage
+  engines do.  ``POST /{db}/_revs_diff`` against every revision a document
+  has had.
 - ``PUT /{db}/_security``: membership is checked first (401 for nobody,
   403 for a user); a member who is no admin gets 3.5's 500
-  ``no_majority``.  tests/functional/couchdb/test_fake_couchdb3_agrees.py
-  holds these answers against a real 3.5 node.
-- ``_replicator`` documents checked like 3.x does (``source``/``target`` a
-  URL or ``{"url", "auth": {"basic": {"username", "password"}}}``), and
-  ``GET /_scheduler/docs[/_replicator[/{docid}]]`` (3.x, admins only): every
-  job is ``running`` until a test says otherwise with ``set_job_state``.
-  Nothing replicates by itself: ``replicate(source, target, db)`` copies
-  documents with their revisions, like a replication job would.
-- ``fail_status``: every request answers this HTTP status (a server
-  error no real node gives on demand).
-- The node (3.x, docs.couchdb.org "/_node/{node-name}",
-  "Shard Management"): ``FakeCouchDB('3', node='couchdb@host')`` is named
-  ``node`` (default ``couchdb@127.0.0.1``); ``GET /_node/_local`` answers
-  ``{"name": node}``.  The node-local database ``_dbs`` (one shard map per
-  database: ``_id``, ``_rev``, ``shard_suffix``, ``changelog`` [["add",
-  range, node], ...], ``by_node`` {node: [ranges]}, ``by_range`` {range:
-  [nodes]}, ``props``) answers ``GET /_node/_local/_dbs/_all_docs``
-  (``include_docs``, ``startkey``, ``endkey``, ``skip``, ``limit``),
-  admins only.  Creating a database writes its q=2, n=1 shard map on this
-  node, deleting it removes the map.  The fake is kept for a cluster's
-  shard maps, which one real node cannot hold: writing maps, ``_nodes``,
-  and refusing a database whose map names other nodes are a real node's
-  (tests/functional/couchdb/test_restore_node.py, on two real nodes).
+  ``no_majority``.
+- ``GET /_scheduler/docs[/_replicator[/{docid}]]``, admins only.
+- The node (docs.couchdb.org "/_node/{node-name}", "Shard Management"):
+  ``FakeCouchDB('3', node='couchdb@host')`` is named ``node`` (default
+  ``couchdb@127.0.0.1``); ``GET /_node/_local`` answers ``{"name": node}``.
+  The node-local database ``_dbs`` (one shard map per database: ``_id``,
+  ``_rev``, ``shard_suffix``, ``changelog`` [["add", range, node], ...],
+  ``by_node`` {node: [ranges]}, ``by_range`` {range: [nodes]}, ``props``)
+  answers ``GET /_node/_local/_dbs/_all_docs`` (``include_docs``,
+  ``startkey``, ``endkey``, ``skip``, ``limit``), admins only.  Creating a
+  database writes its q=2, n=1 shard map on this node, deleting it
+  removes the map.
 - Configuration files: at start the fake reads ``[admins]`` and ``[couchdb]
   uuid`` from ``<config_dir>/local.d/*.ini`` (later files win), as CouchDB
   reads its ini chain; changes through the config API stay in memory.
-  ``GET /`` shows ``[couchdb] uuid`` (a random one is configured at
-  creation, as a real node has one).
+  ``GET /`` shows ``[couchdb] uuid`` (a random one at creation, as a real
+  node has one).
 - ``copy_data(source, target)``: what a file-level restore of ``source``'s
   data directory onto ``target`` does (databases and ``_dbs``, never the
   configuration).
@@ -77,7 +83,6 @@ import os
 import re
 import secrets
 import socket
-import stat
 import threading
 import time
 import uuid
@@ -164,11 +169,6 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def file_mode(path):
-    """The permission bits of a file (for tests)."""
-    return stat.S_IMODE(os.stat(path).st_mode)
-
-
 def hash_password(password, salt=None, iterations=_ITERATIONS):
     salt = salt or secrets.token_hex(16)
     key = hashlib.pbkdf2_hmac('sha256', password.encode(), salt.encode(),
@@ -188,16 +188,11 @@ def _check_admin_hash(stored, password):
 class FakeCouchDB:
     """One fake CouchDB node; ``start()``/``stop()`` like a real process."""
 
-    def __init__(self, version='3', port=0, require_admin=None,
-                 node=DEFAULT_NODE):
+    def __init__(self, version='3', node=DEFAULT_NODE):
         self.version = version
-        self.port = port
+        self.port = 0
         self.node = node
-        self.require_admin = (version == '3' if require_admin is None
-                              else require_admin)
-        listener = 'chttpd' if version == '3' else 'httpd'
-        self.config = {'admins': {}, 'couchdb': {'uuid': uuid.uuid4().hex},
-                       listener: {'bind_address': '127.0.0.1'}}
+        self.config = {'admins': {}, 'couchdb': {'uuid': uuid.uuid4().hex}}
         self.dbs = {}
         # Node-local databases: name -> {doc_id: document with _rev}.
         self.local_dbs = {name: {} for name in NODE_LOCAL_DBS}
@@ -211,9 +206,6 @@ class FakeCouchDB:
         self._server = None
         self._thread = None
         self._connections = set()
-        if version == '1':
-            for db in ('_users', '_replicator'):
-                self.dbs[db] = _new_db({})
 
     # -- process-like control ---------------------------------------------
 
@@ -226,11 +218,8 @@ class FakeCouchDB:
         return self._server is not None
 
     def start(self):
-        """Listen, unless 3.x without an admin (CouchDB refuses to)."""
         if self.running:
-            return True
-        if self.require_admin and not self.config['admins']:
-            return False
+            return
         server = http.server.ThreadingHTTPServer(('127.0.0.1', self.port),
                                                  _handler_for(self))
         server.daemon_threads = True
@@ -239,7 +228,6 @@ class FakeCouchDB:
         self._thread = threading.Thread(target=server.serve_forever,
                                         args=(0.05,), daemon=True)
         self._thread.start()
-        return True
 
     def stop(self):
         server, self._server = self._server, None
@@ -313,9 +301,7 @@ class FakeCouchDB:
     # -- update sequences and documents ----------------------------------
 
     def seq_token(self, db_name, number):
-        """The sequence ``number`` of ``db_name`` as this version shows it."""
-        if self.version != '3':
-            return number
+        """The sequence ``number`` of ``db_name`` as 3.x shows it."""
         db = self.dbs[db_name]
         token = db['tokens'].get(number)
         if token is None:
@@ -332,12 +318,6 @@ class FakeCouchDB:
             return 0
         if since == 'now':
             return db['seq']
-        if self.version != '3':
-            try:
-                return int(json.loads(since))
-            except (TypeError, ValueError) as exc:
-                raise HTTPError(400, 'bad_request',
-                                "Invalid 'since' parameter") from exc
         # Like fabric_view_changes: the leading "N-" is ignored, the opaque
         # part must decode to positions of this database's shards.
         opaque = since.split('-', 1)[1] if re.match(r'^\d+-', since) \
@@ -387,8 +367,7 @@ class FakeCouchDB:
     def authenticate(self, header):
         """userCtx {name, roles} of an Authorization header, or 401."""
         if not header:
-            party = self.version == '1' and not self.config['admins']
-            return {'name': None, 'roles': ['_admin'] if party else []}
+            return {'name': None, 'roles': []}
         try:
             scheme, token = header.split(' ', 1)
             name, _, password = base64.b64decode(token).decode().partition(
@@ -456,17 +435,6 @@ def _doc_id(rest):
     return None
 
 
-def _redacted(endpoint):
-    """A replication endpoint as _scheduler/docs shows it."""
-    url = endpoint.get('url') if isinstance(endpoint, dict) else endpoint
-    parts = parse.urlsplit(url or '')
-    if parts.password is not None:
-        netloc = '%s:*****@%s' % (parts.username, parts.netloc.rpartition(
-            '@')[2])
-        url = parse.urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
 class _Routes:
     """Request dispatch: one method per resource."""
 
@@ -480,43 +448,47 @@ class _Routes:
 
     def dispatch(self):
         seg = self.segments
+        if self.fake.version == '1':
+            return self.dispatch_1_6(seg)
         if not seg:
             return self.root()
         head = seg[0]
         if head == '_up':
-            return self.up()
+            return 200, {'status': 'ok', 'seeds': {}}
         if head == '_session':
             return 200, {'ok': True, 'userCtx': self.ctx,
                          'info': {'authenticated': 'default'}}
         if head == '_all_dbs':
-            if self.fake.version == '3':
-                _require_admin(self.ctx)
+            _require_admin(self.ctx)
             return 200, sorted(self.fake.dbs)
-        if self.fake.version == '3' and seg[:2] == ['_node', '_local']:
+        if seg[:2] == ['_node', '_local']:
             return self.node(seg[2:])
-        if self.fake.version == '1' and head == '_config':
-            return self.config(seg[1:])
-        if self.fake.version == '1' and seg == ['_restart']:
-            return self.restart()
-        if self.fake.version == '3' and head == '_scheduler':
+        if head == '_scheduler':
             return self.scheduler(seg[1:])
         if head.startswith('_') and head not in _SYSTEM_DBS:
             raise HTTPError(400, 'illegal_database_name',
                             'Name: %r' % head)
         return self.database(head, seg[1:])
 
+    def dispatch_1_6(self, seg):
+        """CouchDB 1.6: only ``/``, ``/_up`` and ``/_restart``."""
+        if not seg:
+            return self.root()
+        if seg == ['_up']:
+            # No such endpoint: 1.6 takes it for a database name.
+            raise HTTPError(400, 'illegal_database_name',
+                            "Name: '_up'. Only lowercase characters...")
+        if seg == ['_restart'] and self.method == 'POST':
+            _require_admin(self.ctx)
+            self.fake.restarts += 1
+            return 202, {'ok': True}
+        raise HTTPError(404, 'not_found', 'not modelled by the fake')
+
     def root(self):
         version = '3.5.0' if self.fake.version == '3' else '1.6.1'
         return 200, {'couchdb': 'Welcome', 'version': version,
-                     'uuid': self.fake.config['couchdb'].get(
-                         'uuid', '85fb71bf700c17267fef77535820e371'),
+                     'uuid': self.fake.config['couchdb']['uuid'],
                      'vendor': {'name': 'The Apache Software Foundation'}}
-
-    def up(self):
-        if self.fake.version != '3':
-            raise HTTPError(400, 'illegal_database_name',
-                            "Name: '_up'. Only lowercase characters...")
-        return 200, {'status': 'ok', 'seeds': {}}
 
     def node(self, rest):
         if rest[:1] == ['_config']:
@@ -564,11 +536,6 @@ class _Routes:
             rows.append(row)
         return 200, {'total_rows': len(docs), 'offset': offset,
                      'rows': rows}
-
-    def restart(self):
-        _require_admin(self.ctx)
-        self.fake.restarts += 1
-        return (202 if self.fake.version == '1' else 200), {'ok': True}
 
     def config(self, rest):
         _require_admin(self.ctx)
@@ -621,25 +588,14 @@ class _Routes:
     def _job(self, replicator, doc):
         state, error, count = self.fake.job_states.get(
             doc['_id'], ('running', None, 0))
-        now = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
         if state in _ERROR_STATES:
             info = {'error': error or 'unknown error'}
-        elif state in ('running', 'completed'):
-            info = {'revisions_checked': 0, 'missing_revisions_found': 0,
-                    'docs_read': 0, 'docs_written': 0,
-                    'doc_write_failures': 0, 'changes_pending': 0}
         else:
-            info = None
-        terminal = state in ('failed', 'completed')
+            info = {'docs_read': 0, 'docs_written': 0,
+                    'doc_write_failures': 0, 'changes_pending': 0}
         return {'database': replicator, 'doc_id': doc['_id'],
-                'id': None if terminal else uuid.uuid5(
-                    uuid.NAMESPACE_URL, doc['_id']).hex + '+continuous',
-                'node': self.fake.node,
-                'source': _redacted(doc.get('source')),
-                'target': _redacted(doc.get('target')),
-                'source_proxy': None, 'target_proxy': None,
-                'state': state, 'info': info, 'error_count': count,
-                'start_time': now, 'last_updated': now}
+                'node': self.fake.node, 'state': state, 'info': info,
+                'error_count': count}
 
     def database(self, name, rest):
         dbs = self.fake.dbs
@@ -651,23 +607,15 @@ class _Routes:
         if rest == ['_security']:
             return self.security(name, db)
         doc_id = _doc_id(rest)
-        if (name == '_users' and self.fake.version == '1'
-                and doc_id is not None and not doc_id.startswith('_design/')):
-            # 1.x: users reach their own document whatever _users'
-            # members.  3.x checks membership first, and its _users is
-            # admin-only: a user cannot read its own document there.
-            return self.document(name, db, doc_id)
-        if (self.fake.version == '3' and name in ('_users', '_replicator')
+        if (name in ('_users', '_replicator')
                 and rest in (['_all_docs'], ['_changes'])):
             _require_admin(self.ctx)     # before membership, as on 3.5
+        # Membership first, as on 3.5: _users is admin-only there, so a
+        # user cannot even read its own document.
         _check_member(self.ctx, db['security'])
         if rest == ['_all_docs']:
-            if name == '_users':
-                _require_admin(self.ctx)
             return self.all_docs(db)
         if rest == ['_changes']:
-            if name == '_users':
-                _require_admin(self.ctx)
             return self.changes(name, db)
         if rest == ['_revs_diff'] and self.method == 'POST':
             return self.revs_diff(db)
@@ -688,8 +636,7 @@ class _Routes:
                          'doc_count': len(db['docs']),
                          'doc_del_count': deleted,
                          'update_seq': self.fake.seq_token(name, db['seq']),
-                         'purge_seq': (0 if self.fake.version == '1'
-                                       else self.fake.seq_token(name, 0)),
+                         'purge_seq': self.fake.seq_token(name, 0),
                          'compact_running': False}
         _require_admin(self.ctx)
         if self.method == 'PUT':
@@ -700,10 +647,8 @@ class _Routes:
                 raise HTTPError(412, 'file_exists',
                                 'The database could not be created, the '
                                 'file already exists.')
-            security = _ADMIN_ONLY if self.fake.version == '3' else {}
-            dbs[name] = _new_db(security)
-            if self.fake.version == '3':
-                self.fake.set_shard_map(shard_map(name, self.fake.node))
+            dbs[name] = _new_db(_ADMIN_ONLY)
+            self.fake.set_shard_map(shard_map(name, self.fake.node))
             return 201, {'ok': True}
         if self.method == 'DELETE':
             if name not in dbs:
@@ -724,8 +669,7 @@ class _Routes:
             # a user), then admin rights; 3.5 answers a member who is no
             # admin with 500 no_majority (each shard said forbidden).
             _check_member(self.ctx, db['security'])
-            if self.fake.version == '3' and not (
-                    _is_admin(self.ctx)
+            if not (_is_admin(self.ctx)
                     or _in_section(self.ctx, db['security'].get('admins'))):
                 raise HTTPError(500, 'error', 'no_majority')
             _check_db_admin(self.ctx, db['security'])
@@ -780,8 +724,7 @@ class _Routes:
         last = shown[-1][0] if shown else since
         body = {'results': results,
                 'last_seq': self.fake.seq_token(name, last)}
-        if self.fake.version == '3':
-            body['pending'] = len(pending) - len(shown)
+        body['pending'] = len(pending) - len(shown)
         return 200, body
 
     def revs_diff(self, db):
@@ -799,10 +742,7 @@ class _Routes:
         return 200, missing
 
     def document(self, db_name, db, doc_id):
-        docs = db['docs']
-        current = docs.get(doc_id)
-        if db_name == '_users':
-            self._check_users_access(doc_id)
+        current = db['docs'].get(doc_id)
         if self.method in ('GET', 'HEAD'):
             if current is None:
                 info = db['history'].get(doc_id)
@@ -824,15 +764,6 @@ class _Routes:
             return 200, {'ok': True, 'id': doc_id, 'rev': rev}
         raise HTTPError(405, 'method_not_allowed', self.method)
 
-    def _check_users_access(self, doc_id):
-        own = 'org.couchdb.user:%s' % self.ctx['name']
-        if _is_admin(self.ctx) or doc_id == own:
-            return
-        if self.method in ('GET', 'HEAD'):
-            raise HTTPError(404, 'not_found', 'missing')
-        raise HTTPError(403, 'forbidden',
-                        'You may only update your own user document.')
-
     def _put_document(self, db_name, db, doc_id, current):
         doc = self.body
         if not isinstance(doc, dict):
@@ -843,10 +774,7 @@ class _Routes:
                 current is not None and rev != current['_rev']):
             raise HTTPError(409, 'conflict', 'Document update conflict.')
         if db_name == '_users':
-            doc = _validated_user_doc(doc_id, doc, current, self.ctx)
-        elif (db_name == '_replicator' and self.fake.version == '3'
-                and not doc_id.startswith('_design/')):
-            _validate_replication_doc(doc)
+            doc = _validated_user_doc(doc_id, doc, current)
         body = {k: v for k, v in doc.items() if k not in ('_id', '_rev')}
         rev = self.fake.write_doc(db_name, doc_id, body)
         if db_name == '_replicator':
@@ -854,8 +782,9 @@ class _Routes:
         return 201, {'ok': True, 'id': doc_id, 'rev': rev}
 
 
-def _validated_user_doc(doc_id, doc, old, ctx):
-    """What CouchDB's _users validation and password hashing do."""
+def _validated_user_doc(doc_id, doc, old):
+    """What CouchDB's _users validation (for server admins, the only
+    writers of 3.x's _users) and password hashing do."""
     name = doc.get('name')
     if doc_id != 'org.couchdb.user:%s' % name:
         raise HTTPError(403, 'forbidden',
@@ -869,15 +798,6 @@ def _validated_user_doc(doc_id, doc, old, ctx):
                                           'underscore) in users db.')
     if old is not None and old.get('name') != name:
         raise HTTPError(403, 'forbidden', 'Usernames can not be changed.')
-    if not _is_admin(ctx):
-        if ctx['name'] != name:
-            raise HTTPError(403, 'forbidden',
-                            'You may only update your own user document.')
-        if old is None and doc['roles']:
-            raise HTTPError(403, 'forbidden', 'Only _admin may set roles')
-        if old is not None and sorted(old.get('roles') or []) != sorted(
-                doc['roles']):
-            raise HTTPError(403, 'forbidden', 'Only _admin may edit roles')
     doc = dict(doc)
     password = doc.pop('password', None)
     if password is not None:
@@ -885,35 +805,6 @@ def _validated_user_doc(doc_id, doc, old, ctx):
         doc.update(derived_key=key, salt=salt, iterations=iterations,
                    password_scheme='pbkdf2', pbkdf2_prf='sha256')
     return doc
-
-
-def _validate_endpoint(doc, field):
-    endpoint = doc.get(field)
-    if isinstance(endpoint, str) and endpoint:
-        return
-    if not isinstance(endpoint, dict) or not isinstance(
-            endpoint.get('url'), str):
-        raise HTTPError(403, 'forbidden', 'Replication `%s` must be a URL '
-                                          'or an object with a url' % field)
-    auth = endpoint.get('auth')
-    if auth is None:
-        return
-    basic = auth.get('basic') if isinstance(auth, dict) else None
-    if not isinstance(basic, dict) or not all(
-            isinstance(basic.get(k), str) for k in ('username', 'password')):
-        raise HTTPError(403, 'forbidden', 'Replication `%s` auth must be '
-                                          '{"basic": {"username", '
-                                          '"password"}}' % field)
-
-
-def _validate_replication_doc(doc):
-    """What CouchDB 3.x's replicator checks before it saves a document."""
-    if doc.get('_deleted'):
-        return
-    for field in ('source', 'target'):
-        _validate_endpoint(doc, field)
-    if 'continuous' in doc and not isinstance(doc['continuous'], bool):
-        raise HTTPError(403, 'forbidden', '`continuous` must be a boolean')
 
 
 def replicate(source, target, db_name, doc_ids=None, skip=()):
