@@ -12,6 +12,7 @@ revision) is in tests/unit/couchdb/test_replication_3x.py.
 import json
 import os
 import re
+import threading
 from urllib import parse
 
 import pytest
@@ -20,6 +21,8 @@ from integration.services import base
 from trove.common import cfg
 from trove.common import exception
 from trove.common.db import models
+from trove.guestagent.datastore.experimental.couchdb import (
+    admin as couch_admin)
 from trove.guestagent.datastore.experimental.couchdb import system
 from trove.guestagent.strategies.replication.experimental.couchdb_impl import (
     exchange, guard, shared)
@@ -220,6 +223,28 @@ def test_replica_context_twice_keeps_account_and_publication(source,
     assert source.user_doc(ACCOUNT)['_rev'] == rev
     assert source.doc(exchange.DB, exchange.PUBLICATION_ID)[
         '_rev'] == published
+
+
+def test_the_upkeep_waits_for_a_tenant_change_of_security(source, context):
+    """_security has no revision: while the admin changes one (it holds
+    SECURITY_LOCK), the upkeep writes none, and it finishes after."""
+    source.admin.create_database(['late'])
+    before = source.security('late')
+    done = threading.Event()
+
+    def upkeep():
+        source.agent.periodic()
+        done.set()
+
+    with couch_admin.SECURITY_LOCK:
+        thread = threading.Thread(target=upkeep)
+        thread.start()
+        assert not done.wait(0.5)
+        assert source.security('late') == before
+    thread.join(base.scaled(30))
+    assert done.is_set()
+    assert source.security('late')['members']['roles'] == [
+        '_admin', 'trove_replicator']
 
 
 # -- the replica: attach --------------------------------------------------

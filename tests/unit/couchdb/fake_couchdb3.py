@@ -5,7 +5,8 @@ real CouchDB 3.5 and on pouchdb-server in tests/functional/couchdb/:
 
 - A cluster's shard maps (tests/unit/couchdb/test_restore_3x_node.py): a
   backup whose ``_dbs`` documents place databases on several nodes, which
-  the restore must refuse.  A restore onto another node name runs on two
+  the restore must refuse before it writes any (``requests_seen`` lists
+  what the fake was asked).  A restore onto another node name runs on two
   real nodes (tests/functional/couchdb/test_restore_node.py).
 - Answers a real server does not give on demand
   (tests/unit/couchdb/test_client.py): ``fail_status``, a server error on
@@ -19,8 +20,7 @@ real CouchDB 3.5 and on pouchdb-server in tests/functional/couchdb/:
   their revisions where a job would, so a replica can lack a revision in
   the middle of a database; ``set_job_state`` says what
   ``/_scheduler/docs`` reports of a job (``failed``, then ``running``:
-  every job is ``running`` until then); ``requests_seen`` shows what the
-  agent asked while a test holds a lock.
+  every job is ``running`` until then).
 
 Written from CouchDB's documentation and held against a real 3.5 node
 where it models 3.x's security
@@ -271,9 +271,6 @@ class FakeCouchDB:
             self.config['admins'][name] = (
                 password if password.startswith('-pbkdf2-')
                 else _admin_hash(password))
-
-    def security(self, db):
-        return json.loads(json.dumps(self.dbs[db]['security']))
 
     def user_doc(self, name):
         return self.dbs['_users']['docs'].get('org.couchdb.user:' + name)

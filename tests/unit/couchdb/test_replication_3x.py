@@ -4,10 +4,11 @@ what real nodes cannot be made to show.
 Everything a real CouchDB 3.5 node can show runs against real nodes in
 tests/functional/couchdb/test_replication_couchdb3.py (and, through the
 real agent, integration/test_replication.py), a job CouchDB reports
-``crashing`` included.  Here: a replica that lacks one revision in the
-middle of a database (real jobs copy everything), a ``failed`` job (CouchDB
-3.x fails a document it cannot make a job of, never one of the agent's),
-and the upkeep held back while the admin changes a ``_security`` document.
+``crashing`` and the upkeep held back while the admin changes a
+``_security`` document included.  Here: a replica that lacks one revision
+in the middle of a database (real jobs copy everything), and a ``failed``
+job (CouchDB 3.x fails a document it cannot make a job of, never one of
+the agent's).
 
 Each side is one guest: a fake CouchDB 3.x speaking real HTTP, the agent's
 ``CouchDBApp`` with its own credentials file, and ``CouchDBReplication``
@@ -20,7 +21,6 @@ The fakes do not replicate: a test copies documents with
 """
 
 import functools
-import threading
 
 import pytest
 
@@ -199,28 +199,3 @@ def test_a_failed_job_is_a_problem_until_it_runs_again(source, replica,
     replica.server.set_job_state('trove-db2', 'running')
     replica.agent.periodic()
     assert replica.agent.problems() == {}
-
-
-# -- races ------------------------------------------------------------------
-
-def test_the_upkeep_waits_for_a_tenant_change_of_security(source, context):
-    """_security has no revision: while the admin changes one (it holds
-    SECURITY_LOCK), the upkeep does not read-modify-write any."""
-    source.admin.create_database(['late'])
-    done = threading.Event()
-    seen = len(source.server.requests_seen)
-
-    def upkeep():
-        source.agent.periodic()
-        done.set()
-
-    with couch_admin.SECURITY_LOCK:
-        thread = threading.Thread(target=upkeep)
-        thread.start()
-        assert not done.wait(0.5)
-        assert ('PUT', '/late/_security') not in [
-            (m, p) for m, p, _a in source.server.requests_seen[seen:]]
-    thread.join(10)
-    assert done.is_set()
-    assert 'trove_replicator' in source.server.security('late')[
-        'members']['roles']
