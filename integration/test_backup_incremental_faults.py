@@ -327,7 +327,8 @@ def test_a_parent_replaced_by_another_backup_is_refused(
             note = _incremental_fails(chain.guest, conn,
                                       chain.full['location'],
                                       chain.full['checksum'])
-            assert 'ChecksumMismatch' in note and full in note, note
+            assert 'ParentBackupError' in note and full in note, note
+            assert 'is damaged or is not the backup Trove recorded' in note
 
 
 def _tar(members):

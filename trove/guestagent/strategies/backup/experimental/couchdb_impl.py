@@ -33,6 +33,7 @@ from trove.guestagent.backup import encryption
 from trove.guestagent.backup import increments
 from trove.guestagent.backup import pipeline
 from trove.guestagent.backup import storage as storage_mod
+from trove.guestagent.backup.storage import base as storage_base
 from trove.guestagent.datastore.experimental.couchdb import client as couch
 from trove.guestagent.strategies.backup import base
 
@@ -166,7 +167,19 @@ class CouchDBBackupIncremental(CouchDBBackup):
                 "An incremental backup needs its parent's location; "
                 "backup_info['parent'] is %r." % (given,))
         storage = storage_mod.for_location(self.context, location)
-        blob = storage.load_index(location, checksum)
+        try:
+            blob = storage.load_index(location, checksum)
+        except storage_base.BackupNotFound as exc:
+            raise ParentBackupError(
+                "The parent backup %s is gone (deleted, or its container "
+                "removed): an incremental backup cannot build on it; make "
+                "a full backup first." % location) from exc
+        except storage_base.ChecksumMismatch as exc:
+            raise ParentBackupError(
+                "The parent backup %s is damaged or is not the backup "
+                "Trove recorded (checksum %s): an incremental backup "
+                "cannot build on it: %s" % (location, checksum, exc)
+            ) from exc
         if blob is None:
             raise ParentBackupError(
                 "The parent backup %s has no file index (made by upstream "
