@@ -424,8 +424,8 @@ def child_ours_backup(spec):
                 'uuid': os.urandom(16).hex(),
                 'databases': spec['databases']}
 
-        def stream(self, meta, progress):
-            inner = super().stream(meta, progress)
+        def stream(self, meta, progress, *args, **kwargs):
+            inner = super().stream(meta, progress, *args, **kwargs)
 
             def marked():
                 yield from inner
@@ -446,7 +446,8 @@ def child_ours_backup(spec):
 
 
 def child_ours_restore(spec):
-    """CouchDBRestore._extract(): download, verify, decrypt, extract."""
+    """CouchDBRestore._chain() and _extract(): download, verify, decrypt,
+    extract."""
     _configure(spec)
     from trove.guestagent.backup import extract
     from trove.guestagent.strategies.restore.experimental import couchdb_impl
@@ -467,7 +468,7 @@ def child_ours_restore(spec):
     window = Window(spec)
     runner = couchdb_impl.CouchDBRestore(_context(spec), info,
                                          spec['dest'], None)
-    result = runner._extract()
+    result = runner._extract(runner._chain())
     measured = window.end(commit_seconds=sum(commit_seconds),
                           files=result.files, bytes=result.bytes)
     if result.extra('meta/backup.json') is None:
