@@ -48,10 +48,10 @@ def swift_guest(guest_factory, swift):
     return make
 
 
-def _fill(guest, password, count=200):
+def _fill(guest, password, count=200, first=0):
     session = guest.session('alice', password)
     docs = [{'_id': 'doc-%04d' % i, 'n': i, 'text': 'x' * (i % 50)}
-            for i in range(count)]
+            for i in range(first, first + count)]
     answer = session.post(guest.url('shop', '_bulk_docs'),
                           json={'docs': docs}, timeout=30)
     assert answer.status_code == 201, answer.text
@@ -120,23 +120,35 @@ def test_backup_then_restore_as_a_new_instance(swift_guest):
     assert not [o for o in listing if o['name'].startswith(backup_id)]
 
 
+@pytest.mark.parametrize('kind', ['full', 'incremental'])
 def test_restore_keeps_what_the_backup_holds_of_the_requested_data(
-        swift_guest):
+        swift_guest, kind):
     # trove create --backup X --databases shop,extra --users ...: Trove
     # passes the tenant's databases and users along with the backup, and
-    # the backup holds some of them already.
+    # the backup holds some of them already.  X may be an incremental: the
+    # request goes along with its whole chain.
     a = _prepared_source(swift_guest)
     security = a.admin_session().get(a.url('shop', '_security'),
                                      timeout=10).json()
+    docs = 200
     backup_id = str(uuid.uuid4())
     a.api.create_backup(_backup_info(a, backup_id))
     fields = _wait_backup(a, backup_id).kwargs
     assert fields['state'] == 'COMPLETED', fields
+    if kind == 'incremental':
+        _fill(a, 'alice-pw', first=docs, count=30)
+        docs += 30
+        parent, backup_id = fields, str(uuid.uuid4())
+        a.api.create_backup(_backup_info(a, backup_id, parent=parent))
+        fields = _wait_backup(a, backup_id).kwargs
+        assert fields['state'] == 'COMPLETED', fields
+        assert fields['backup_type'] == 'CouchDBBackupIncremental'
 
     b = swift_guest('b')
     message = b.prepare_and_wait(
         backup_info={'id': backup_id, 'instance_id': a.id,
-                     'type': 'CouchDBBackup', 'location': fields['location'],
+                     'type': fields['backup_type'],
+                     'location': fields['location'],
                      'checksum': fields['checksum']},
         databases=[_db('shop'), _db('extra')],
         users=[_user('alice', 'alice-new-pw', ['shop']),
@@ -147,7 +159,7 @@ def test_restore_keeps_what_the_backup_holds_of_the_requested_data(
     assert sorted(d['_name'] for d in b.api.list_databases()[0]) == [
         'extra', 'shop']
     assert b.session('alice', 'alice-new-pw').get(
-        b.url('shop', '_all_docs'), timeout=10).json()['total_rows'] == 200
+        b.url('shop', '_all_docs'), timeout=10).json()['total_rows'] == docs
     # The users: alice kept with the password asked for, bob as he was,
     # carol new; shop's _security as the backup had it.
     assert b.session('alice', 'alice-pw').get(

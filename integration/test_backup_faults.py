@@ -270,16 +270,13 @@ def test_swift_unreachable_at_start_fails_the_backup(swift_guest, tmp_path):
     _assert_serves(a)
 
 
-def test_swift_stopping_mid_upload_fails_and_leaves_nothing(
-        swift_guest, tmp_path):
-    swift = swift_guest.swift
-    a = swift_guest('a', backup_segment_max_size=str(SLOW_SEGMENT))
-    a.prepare_and_wait(databases=[_db('shop')])
-    _ballast(a)
-    before = _files_outside(tmp_path, [a.couchdb.data_dir])
+def swift_stops_during(swift, a, info, tmp_path, before):
+    """create_backup(info) on A with Swift's proxy killed mid-upload and
+    back 2 s later: FAILED, saying so, nothing left in Swift or outside
+    A's data dir, A serving."""
+    backup_id = info['id']
     conn = swift.connection()
-    backup_id = str(uuid.uuid4())
-    a.api.create_backup(_backup_info(a, backup_id))
+    a.api.create_backup(info)
     _wait_uploading(a, conn, backup_id)
     swift.proxy.kill()
     restart = threading.Timer(2, swift.start_proxy)
@@ -290,12 +287,23 @@ def test_swift_stopping_mid_upload_fails_and_leaves_nothing(
         restart.join()
         if not swift.proxy.is_running():
             swift.start_proxy()
-
     assert 'Swift' in note and backup_id in note, note
-    conn = swift.connection()
-    _wait_no_segments(conn, backup_id)
+    _wait_no_segments(swift.connection(), backup_id)  # its _index too
     _assert_backup_left_nothing(a, tmp_path, before)
     _assert_serves(a)
+
+
+def test_swift_stopping_mid_upload_fails_and_leaves_nothing(
+        swift_guest, tmp_path):
+    swift = swift_guest.swift
+    a = swift_guest('a', backup_segment_max_size=str(SLOW_SEGMENT))
+    a.prepare_and_wait(databases=[_db('shop')])
+    _ballast(a)
+    before = _files_outside(tmp_path, [a.couchdb.data_dir])
+    backup_id = str(uuid.uuid4())
+    swift_stops_during(swift, a, _backup_info(a, backup_id), tmp_path,
+                       before)
+    conn = swift.connection()
     # Swift is back: the next backup of the same guest completes.
     (a.couchdb.data_dir / 'ballast.bin').unlink()
     again = str(uuid.uuid4())

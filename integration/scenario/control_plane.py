@@ -119,12 +119,16 @@ def eject(dead_source_id, replicas):
 
 # Backups.
 
-def backup_info(instance, backup_id, name='scenario'):
-    """What Trove's taskmanager passes to create_backup."""
+def backup_info(instance, backup_id, name='scenario', parent=None):
+    """What Trove's taskmanager passes to create_backup; with ``parent``
+    (the parent's conductor update) an incremental backup, as
+    ``trove backup-create --parent`` asks for it."""
     return {'id': backup_id, 'name': name, 'description': None,
             'instance_id': instance.id, 'backup_type': None,
-            'checksum': None, 'parent': None, 'datastore': 'couchdb',
-            'datastore_version': '1.6'}
+            'checksum': None, 'datastore': 'couchdb',
+            'datastore_version': '1.6',
+            'parent': parent and {'location': parent['location'],
+                                  'checksum': parent['checksum']}}
 
 
 def wait_for_backup(instance, backup_id, timeout=180):
