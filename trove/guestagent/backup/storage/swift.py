@@ -24,6 +24,7 @@ keys are sent as upstream Trove sent them (``parent_location`` as
 ``X-Object-Meta-parent-location``) and read back with ``_`` for ``-``.
 """
 
+import contextlib
 import hashlib
 import json
 import urllib.parse
@@ -235,15 +236,21 @@ def _segment_name(segment):
     return segment['name'].lstrip('/').split('/', 1)
 
 
-def _head(conn, container, name):
+@contextlib.contextmanager
+def _missing_as(error, message):
+    """Swift's 404 inside the block raised as ``error(message)``."""
     try:
-        return conn.head_object(container, name)
+        yield
     except swift_exc.ClientException as exc:
         if exc.http_status == 404:
-            raise base.BackupNotFound(
-                "No backup object %s in container %s" % (
-                    name, container)) from exc
+            raise error(message) from exc
         raise
+
+
+def _head(conn, container, name):
+    with _missing_as(base.BackupNotFound, "No backup object %s in "
+                     "container %s" % (name, container)):
+        return conn.head_object(container, name)
 
 
 def _parse_location(location):
@@ -263,17 +270,12 @@ def _manifest(conn, container, name):
 
 def _verified(conn, container, name, expected, digest=None):
     digest = digest or hashlib.md5(usedforsecurity=False)
-    try:
+    # A segment (data or index) missing under a manifest that is still
+    # there: the backup is damaged.
+    with _missing_as(base.ChecksumMismatch, "Backup object %s in container "
+                     "%s is missing" % (name, container)):
         _headers, body = conn.get_object(container, name,
                                          resp_chunk_size=1024 * 1024)
-    except swift_exc.ClientException as exc:
-        if exc.http_status == 404:
-            # A segment (data or index) of a backup whose manifest is
-            # still there: the backup is damaged.
-            raise base.ChecksumMismatch(
-                "Backup object %s in container %s is missing" % (
-                    name, container)) from exc
-        raise
     for chunk in body:
         digest.update(chunk)
         yield chunk

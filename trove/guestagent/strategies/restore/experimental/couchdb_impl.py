@@ -37,7 +37,6 @@ staged data swapped in and CouchDB started.
 """
 
 import collections
-
 import copy
 import json
 import os
