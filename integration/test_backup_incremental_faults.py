@@ -419,6 +419,16 @@ def test_an_incremental_on_a_backup_without_an_index_fails(
     assert 'make a full backup first' in note, note
 
 
+def test_an_incremental_on_a_parent_without_its_checksum_fails(
+        swift_guest, chain):
+    # Without the checksum Trove recorded, the parent could not be proven
+    # to be the backup Trove means, nor the chain later.
+    conn = swift_guest.swift.connection()
+    note = _incremental_fails(chain.guest, conn, chain.full['location'],
+                              None)
+    assert 'ParentBackupError' in note and 'checksum' in note, note
+
+
 @pytest.mark.parametrize('damage', ['replaced', 'deleted'])
 def test_a_damaged_link_in_the_middle_is_refused_before_couchdb_stops(
         swift_guest, tmp_path, chain, damage):

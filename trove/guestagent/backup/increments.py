@@ -68,7 +68,7 @@ class Index:
                            'ino': st.st_ino, 'stored': stored}
 
     def counts(self):
-        """{stored: number of files} and the bytes the archive holds."""
+        """{stored: number of files stored that way}."""
         counts = dict.fromkeys(STORED, 0)
         for entry in self.files.values():
             counts[entry['stored']] += 1
@@ -118,19 +118,19 @@ def open_index(blob, what):
             raise ValueError("larger than %d bytes" % MAX_INDEX_SIZE)
         index = json.loads(text)
     except exception.TroveError as exc:
-        raise BackupIndexError("The file index of backup %s cannot be read: %s"
-                          % (what, exc)) from exc
+        raise BackupIndexError("The file index of backup %s cannot be "
+                               "read: %s" % (what, exc)) from exc
     except (OSError, EOFError, ValueError) as exc:
-        raise BackupIndexError("The file index of backup %s is damaged: %s"
-                          % (what, exc)) from exc
+        raise BackupIndexError("The file index of backup %s is damaged: "
+                               "%s" % (what, exc)) from exc
     _check(index, what)
     return index
 
 
 def _check(index, what):
     def bad(reason):
-        raise BackupIndexError("The file index of backup %s is not one this "
-                          "agent reads: %s" % (what, reason))
+        raise BackupIndexError("The file index of backup %s is not one "
+                               "this agent reads: %s" % (what, reason))
 
     if not isinstance(index, dict) or index.get('format') != FORMAT:
         bad("format %r" % (index.get('format')

@@ -162,10 +162,12 @@ class CouchDBBackupIncremental(CouchDBBackup):
     def parent(self):
         given = self.backup_info.get('parent') or {}
         location, checksum = given.get('location'), given.get('checksum')
-        if not location:
+        if not location or not checksum:
+            # Without the checksum Trove recorded, the parent (and later
+            # the chain) could not be verified.
             raise ParentBackupError(
-                "An incremental backup needs its parent's location; "
-                "backup_info['parent'] is %r." % (given,))
+                "An incremental backup needs its parent's location and "
+                "checksum; backup_info['parent'] is %r." % (given,))
         storage = storage_mod.for_location(self.context, location)
         try:
             blob = storage.load_index(location, checksum)
@@ -196,7 +198,7 @@ class CouchDBBackupIncremental(CouchDBBackup):
         metadata = super().object_metadata()
         parent = self.backup_info['parent']
         metadata.update(parent_location=parent['location'],
-                        parent_checksum=parent.get('checksum') or '')
+                        parent_checksum=parent['checksum'])
         return metadata
 
     def note(self, meta, index):
