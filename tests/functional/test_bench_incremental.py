@@ -58,3 +58,19 @@ def test_bench_incremental_runs_every_measurement(tmp_path):
     assert len(targets) == 3
     # Everything it made is gone: its work dir, its Swift, its CouchDB.
     assert os.listdir(tmp_path) == []
+
+
+def test_bench_digests_measures_every_candidate():
+    """tools/bench_digests.py (the digest's choice) prints a rate for each
+    candidate and for the agent's own digest."""
+    done = subprocess.run(
+        [sys.executable, str(base.REPO_ROOT / 'tools' / 'bench_digests.py'),
+         '--size', '4MiB', '--repeat', '1'],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    for row in ('sha256, one thread', 'sha1, one thread',
+                'blake2b, one thread', 'md5, one thread',
+                "the agent's digest of a file"):
+        line = [text for text in done.stdout.splitlines()
+                if text.startswith(row)]
+        assert line and re.search(r'\d+$', line[0]), done.stdout
