@@ -30,6 +30,7 @@ import requests
 
 from integration import conductor as conductor_listener
 from integration import guest as guest_mod
+from integration.scenario import control_plane
 from integration.services import rabbitmq
 from integration.services import servers
 from integration.services import swift as swift_mod
@@ -206,17 +207,16 @@ def restore(guest, backup_info, alice_password):
          listing['total_rows'], [row['id'] for row in listing['rows']])
 
 
-def replicate(source, replica, alice_password):
+def replicate(source, replica, alice_password, swift):
     say("Control plane: create instance %s as a read replica of %s",
         replica.id, source.id)
-    # As Trove's create-replica does: the source's replication snapshot
-    # (it becomes a source), then the new instance's prepare with it.
-    snapshot = source.api.get_replication_snapshot(
-        snapshot_info={'id': None, 'instance_id': source.id,
-                       'name': 'Replication snapshot', 'backup_info': {}},
-        replica_source_config=None)
-    snapshot['config'] = ''
-    message = replica.prepare_and_wait(snapshot=snapshot)
+    # As Trove 26's create-replica does: a backup of the source for the
+    # replica (its replication snapshot), the new instance prepared from
+    # it, then that backup deleted.
+    message, = control_plane.create_replica(source, replica,
+                                            swift.connection())
+    show("the replica was restored from the source's backup and replicates "
+         "what came after it")
     if message.kwargs['payload']['service_status'] != 'running':
         raise SystemExit("the replica failed; agent log: %s" %
                          replica.agent.agent_log)
@@ -293,7 +293,7 @@ def main(argv=None):
             restore(second, backup_info, alice_password)
             third = start_guest(stack, workdir, broker, listener, swift,
                                 'replica', args.server)
-            replicate(guest, third, alice_password)
+            replicate(guest, third, alice_password, swift)
             say("Stopping everything the demo started")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

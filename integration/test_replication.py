@@ -45,7 +45,8 @@ def _real(guest):
 
 
 def _create_replica(master, replica):
-    message = control_plane.create_replica(master, replica)
+    message, = control_plane.create_replica(master, replica,
+                                            master.swift.connection())
     assert message.kwargs['payload']['service_status'] == 'running', (
         replica.agent.log_text()[-3000:])
 
@@ -118,10 +119,25 @@ def _gone_from_replica(master, replica, db):
     return deleted and _doc_count(replica, db) is None
 
 
+BACKUP_KEY = 'replication-backup-key-0123456789'
+SEGMENT = 64 * 1024
+
+
 @pytest.fixture
-def master(guest_factory):
-    guest = guest_factory('master', options={
-        'couchdb': {'replication_sync_interval': '0.5'}})
+def make_guest(guest_factory, swift):
+    """Guests whose backups (the replication snapshots) go to the Swift."""
+    def make(name):
+        guest = control_plane.swift_guest(
+            guest_factory, swift, name, BACKUP_KEY, SEGMENT,
+            options={'couchdb': {'replication_sync_interval': '0.5'}})
+        guest.swift = swift
+        return guest
+    return make
+
+
+@pytest.fixture
+def master(make_guest):
+    guest = make_guest('master')
     message = guest.prepare_and_wait(databases=[_db('shop')],
                                      users=MASTER_USERS,
                                      root_password='root-pw')
@@ -135,11 +151,8 @@ def master(guest_factory):
 
 
 @pytest.fixture
-def make_replica(guest_factory):
-    def make(name):
-        return guest_factory(name, options={
-            'couchdb': {'replication_sync_interval': '0.5'}})
-    return make
+def make_replica(make_guest):
+    return make_guest
 
 
 def test_replica_follows_its_source(master, make_replica):
@@ -228,6 +241,73 @@ def test_replica_follows_its_source(master, make_replica):
     assert not _has_doc(replica, 'shop', 'after-detach')
 
 
+def test_a_new_replica_starts_from_the_snapshot_backup(master,
+                                                       make_replica):
+    """Trove 26 makes a backup for every new replica and deletes it at the
+    end: the replica is restored from it and replicates only what came
+    after, including a database deleted since the backup."""
+    master.api.create_database([_db('scratch')])
+    _wait(lambda: _doc_count(master, 'scratch') is not None, 30, 'scratch')
+    writer = master.session('alice', 'alice-pw')
+    seen = {}
+
+    def meanwhile(snapshot):
+        seen['snapshot'] = snapshot
+        conn = master.swift.connection()
+        seen['objects'] = [o['name'] for o in conn.get_container(
+            control_plane.BACKUP_CONTAINER)[1]]
+        assert writer.put(master.url('shop', 'after-snapshot'),
+                          json={'v': 1}, timeout=10).status_code == 201
+        master.api.delete_database(_db('scratch'))
+        _wait(lambda: _doc_count(master, 'scratch') is None, 30,
+              'scratch deleted on the source')
+
+    replica = make_replica('replica')
+    message, = control_plane.create_replica(
+        master, replica, master.swift.connection(),
+        after_snapshot=meanwhile)
+    assert message.kwargs['payload']['service_status'] == 'running'
+    snapshot = seen['snapshot']
+    backup_id = snapshot['dataset']['snapshot_id']
+    assert snapshot['seed']['backup_id'] == backup_id
+    assert any(name.startswith(backup_id) for name in seen['objects'])
+
+    _wait(lambda: _has_doc(replica, 'shop', 'after-snapshot'), 30,
+          'the write made after the snapshot')
+    # 1,000 documents, the guard and the write after the snapshot.
+    assert _doc_count(replica, 'shop') == _doc_count(master, 'shop') == 1002
+    _wait(lambda: _doc_count(replica, 'scratch') is None, 30,
+          'the database deleted since the backup gone from the replica')
+    # What the backup brought of the source's own replication is gone.
+    admin = _admin(replica)
+    assert admin.get(replica.url('_users', 'org.couchdb.user:' + ACCOUNT),
+                     timeout=10).status_code == 404
+    assert admin.get(replica.url(EXCHANGE), timeout=10).status_code == 404
+    # Trove deleted the snapshot's backup at the end of its flow.
+    conn = master.swift.connection()
+    assert not [o for o in conn.get_container(
+        control_plane.BACKUP_CONTAINER)[1]
+        if o['name'].startswith(backup_id)]
+    if _real(replica):
+        # The job starts at the sequence the backup holds: of the 1,001
+        # documents it wrote only the one written after the snapshot.
+        job = admin.get(replica.url('_replicator', 'trove-shop'),
+                        timeout=10).json()
+        assert job['since_seq'] == snapshot['seed']['since']['shop']
+        stats = _wait(lambda: _job_stats(replica, 'trove-shop'), 30,
+                      "the job's statistics")
+        assert stats['docs_written'] == 1, stats
+
+
+def _job_stats(replica, doc_id):
+    """The statistics CouchDB 3.x keeps of one _replicator job, once it
+    has written something."""
+    info = _admin(replica).get(
+        replica.url('_scheduler', 'docs', '_replicator', doc_id),
+        timeout=10).json().get('info') or {}
+    return info if info.get('docs_written') else None
+
+
 def test_the_account_reads_all_it_replicates_and_writes_nothing(
         master, make_replica):
     replica = make_replica('replica')
@@ -277,7 +357,8 @@ def test_the_account_reads_all_it_replicates_and_writes_nothing(
                       timeout=10)
     assert (own.status_code, own.json()['error']) == (403, 'forbidden')
     assert account.get(master.url('_all_dbs'), timeout=10).status_code == 401
-    assert _job_states(replica) == {'trove-shop': 'running'}
+    _wait(lambda: _job_states(replica) == {'trove-shop': 'running'}, 15,
+          'the job running on the replica')
     bulk = replica.session('alice', 'alice-pw').post(
         replica.url('shop', '_bulk_docs'), json={'docs': [{'_id': 'b'}]},
         timeout=10)

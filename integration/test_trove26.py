@@ -166,7 +166,7 @@ def test_trove26_control_plane_drives_the_agent(trove26_guest):
         'replication_strategy': 'CouchDBReplication',
         'master_keys': ['api_version', 'databases', 'guest_id', 'password',
                         'url', 'user']}, result['replica_context']
-    assert result['backup_required_for_replication'] is False
+    assert result['backup_required_for_replication'] is True
     shown = result['diagnostics_view']['diagnostics']
     assert shown['version'] and shown['threads'] > 1, shown
     assert 0 < shown['vmRss'] <= shown['vmHwm'], shown

@@ -8,6 +8,9 @@ tests share them, so both follow the same, single reading of Trove.
 """
 
 import time
+import uuid
+
+import swiftclient
 
 from integration.services import base
 
@@ -44,22 +47,72 @@ def wait_until(predicate, timeout, what, interval=0.1):
 
 # Replication: create-replica, attach, promote, eject.
 
-def create_replica(source, replica, timeout=120):
-    """``trove create --replica_of``: the source's snapshot, then prepare.
+def create_replica(source, replicas, swift_connection, timeout=120,
+                   after_snapshot=None):
+    """``trove create --replica-of`` (``--replica-count N``), as Trove 26's
+    taskmanager runs it (``_create_replication_slave``).
 
-    CouchDB replicates everything itself, so the source needs no backup
-    (``backup_required_for_replication`` is False) and the snapshot carries
-    only the replica context.  Returns the replica's prepare heartbeat.
+    The source is asked whether it needs a backup (it must: Trove deletes
+    the replication snapshot at the end, and with none it deletes with
+    ``None``); Trove records a backup for the replica, on the source's
+    last backup as parent if it has one; the source's snapshot makes it;
+    each replica is prepared with that backup and the snapshot; at the
+    end Trove deletes the snapshot's backup, whatever happened.  Returns
+    each replica's prepare heartbeat.  ``after_snapshot(snapshot)`` runs
+    between the snapshot and the prepares (what the tenant does meanwhile).
     """
-    if source.api.backup_required_for_replication():
-        raise AssertionError('%s asks for a backup before replication'
-                             % source.id)
-    snapshot = source.api.get_replication_snapshot(
-        snapshot_info={'id': None, 'instance_id': source.id,
-                       'name': 'Replication snapshot', 'backup_info': {}},
-        replica_source_config=None)
-    snapshot['config'] = ''
-    return replica.prepare_and_wait(snapshot=snapshot, timeout=timeout)
+    if not isinstance(replicas, (list, tuple)):
+        replicas = [replicas]
+    if source.api.backup_required_for_replication() is not True:
+        raise AssertionError('%s answers that it needs no backup for '
+                             'replication: Trove 26 would delete every '
+                             'full backup of the tenant' % source.id)
+    backup_id = str(uuid.uuid4())
+    info = backup_info(source, backup_id,
+                       name='Replication snapshot for %s' % replicas[0].id,
+                       parent=last_backup(source, swift_connection))
+    info.update(replica_number=1, storage_driver='swift', backup_info={})
+    completed = None
+    try:
+        snapshot = source.api.get_replication_snapshot(
+            snapshot_info=info, replica_source_config=None)
+        snapshot['config'] = ''
+        completed = wait_for_backup(source, backup_id).kwargs
+        if completed['state'] != 'COMPLETED':
+            raise AssertionError('the replication snapshot failed: %s'
+                                 % completed.get('note'))
+        restore = {'id': backup_id, 'instance_id': source.id,
+                   'location': completed['location'],
+                   'type': completed['backup_type'],
+                   'checksum': completed['checksum'],
+                   'storage_driver': 'swift'}
+        if after_snapshot:
+            after_snapshot(snapshot)
+        return [replica.prepare_and_wait(backup_info=restore,
+                                         snapshot=snapshot, timeout=timeout)
+                for replica in replicas]
+    finally:
+        if completed and completed.get('location'):
+            delete_backup(swift_connection, completed['location'])
+
+
+def last_backup(instance, swift_connection):
+    """The parent Trove gives a replication snapshot: the instance's last
+    completed backup not deleted since (``Backup.get_last_completed``),
+    or None."""
+    done = [m.kwargs for m in instance.conductor.select(
+        'update_backup', instance.id)
+        if m.kwargs.get('state') == 'COMPLETED']
+    for backup in reversed(done):
+        container, _, name = backup['location'].rstrip('/').rpartition('/')
+        try:
+            swift_connection.head_object(container.rpartition('/')[2], name)
+        except swiftclient.ClientException as exc:
+            if exc.http_status != 404:
+                raise
+            continue
+        return backup
+    return None
 
 
 def attach(replica, source, restart=False):
@@ -118,6 +171,23 @@ def eject(dead_source_id, replicas):
 
 
 # Backups.
+
+def swift_guest(guest_factory, swift, name, backup_key, segment_size,
+                options=None, **kwargs):
+    """A guest whose backups go to ``swift``, as an operator configures
+    one: Trove's swift_url convention (``<endpoint>/v1/AUTH_`` + project),
+    the cloud's backup key, the owner's token and project in the context."""
+    token, storage_url = swift.token_and_storage_url()
+    project = swift.account[len('AUTH_'):]
+    conf = {'DEFAULT': {'swift_url': storage_url[:-len(project)],
+                        'backup_aes_cbc_key': backup_key,
+                        'backup_segment_max_size': str(segment_size)}}
+    for section, values in (options or {}).items():
+        conf.setdefault(section, {}).update(values)
+    return guest_factory(name, auth={'auth_token': token,
+                                     'project_id': project},
+                         options=conf, **kwargs)
+
 
 def backup_info(instance, backup_id, name='scenario', parent=None):
     """What Trove's taskmanager passes to create_backup; with ``parent``

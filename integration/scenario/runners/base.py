@@ -50,17 +50,11 @@ class Cloud:
         with the cloud's key, the request context carrying the owner's
         token and project.
         """
-        # Trove's swift_url convention: <endpoint>/v1/AUTH_ + project.
-        token, storage_url = self.swift.token_and_storage_url()
-        project = self.swift.account[len('AUTH_'):]
-        options = {
-            'couchdb': {'replication_sync_interval': '0.5'},
-            'DEFAULT': {'swift_url': storage_url[:-len(project)],
-                        'backup_aes_cbc_key': BACKUP_KEY,
-                        'backup_segment_max_size': str(BACKUP_SEGMENT_SIZE)}}
-        return self._guest_factory(
-            name, auth={'auth_token': token, 'project_id': project},
-            options=options, report_interval=self.report_interval)
+        return control_plane.swift_guest(
+            self._guest_factory, self.swift, name, BACKUP_KEY,
+            BACKUP_SEGMENT_SIZE,
+            options={'couchdb': {'replication_sync_interval': '0.5'}},
+            report_interval=self.report_interval)
 
     def swift_connection(self):
         return self.swift.connection()

@@ -44,8 +44,11 @@ class ReplicationRunner(base.TestRunner):
     def run_create_replicas(self):
         self.cloud.replicas = [self.cloud.create_instance('replica1'),
                                self.cloud.create_instance('replica2')]
-        for replica in self.cloud.replicas:
-            message = cp.create_replica(self.instance, replica)
+        # `--replica-count 2`: one snapshot, both replicas prepared with it.
+        messages = cp.create_replica(self.instance, self.cloud.replicas,
+                                     self.cloud.swift_connection())
+        for replica, message in zip(self.cloud.replicas, messages,
+                                    strict=True):
             status = message.kwargs['payload']['service_status']
             assert status == 'running', '%s: %s\n%s' % (
                 replica.agent.workdir.name, status,

@@ -35,7 +35,8 @@ def _update(context, backup_id, **fields):
 
 
 def create_backup(context, backup_info, app, strategy_cls):
-    """Run one backup, telling the conductor how it goes."""
+    """Run one backup, telling the conductor how it goes; return what the
+    conductor was told of the completed backup."""
     backup_id = backup_info['id']
     os.makedirs(CONF.guest_state_dir, mode=0o700, exist_ok=True)
     files.write_atomically(_marker(backup_id), json.dumps(
@@ -51,14 +52,15 @@ def create_backup(context, backup_info, app, strategy_cls):
     except Exception as exc:
         report_failed(context, backup_info, exc, strategy_cls.backup_type)
         raise
+    completed = {'checksum': result.checksum, 'location': result.location,
+                 'backup_type': runner.backup_type}
     _update(context, backup_id, state='COMPLETED', success=True,
-            checksum=result.checksum, location=result.location,
-            size=round(result.size / GB, 3), backup_type=runner.backup_type,
-            note=result.note)
+            size=round(result.size / GB, 3), note=result.note, **completed)
     # Only now: had the agent died before the last update, the marker would
     # make its next start report the backup instead of leaving it BUILDING.
     _remove(_marker(backup_id))
     LOG.info("Backup %s completed: %s", backup_id, result.location)
+    return completed
 
 
 def report_failed(context, backup_info, exc, backup_type=None):

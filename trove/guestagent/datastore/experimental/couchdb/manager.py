@@ -116,7 +116,10 @@ class Manager(manager.Manager):
         self.app.configure_bind_address(CONF.couchdb.bind_address)
         self.app.ensure_system_databases()
         if backup_info:
+            backup_info = self._seed_backup_info(backup_info, snapshot)
             self._perform_restore(context, backup_info, mount_point)
+            if snapshot:
+                self.replication.seed(snapshot, backup_info.get('id'))
         # A restored backup may hold them already: kept, not refused.
         if db_names:
             self.admin.ensure_databases(db_names)
@@ -160,6 +163,23 @@ class Manager(manager.Manager):
         if os.path.isdir(mount_point) and os.listdir(mount_point):
             device.migrate_data(mount_point)
         device.mount(mount_point)
+
+    @staticmethod
+    def _seed_backup_info(backup_info, snapshot):
+        """The replica's backup_info, completed from the snapshot.
+
+        Trove reads the replication snapshot's location and checksum from
+        its database, where the conductor writes them from the source's
+        last update_backup, a cast that may still be on its way; the
+        snapshot carries them from the source itself.
+        """
+        seed = (snapshot or {}).get('seed') or {}
+        if (seed.get('backup_id') != backup_info.get('id')
+                or backup_info.get('location')):
+            return backup_info
+        return dict(backup_info, location=seed.get('location'),
+                    checksum=seed.get('checksum'),
+                    type=backup_info.get('type') or seed.get('backup_type'))
 
     def _perform_restore(self, context, backup_info, mount_point):
         LOG.info("Restoring backup %s.", backup_info.get('id'))
@@ -340,6 +360,19 @@ class Manager(manager.Manager):
         self.app.write_config_contents(replica_source_config,
                                        service.REPLICATION_INI_FILE)
         snapshot = self.replication.snapshot_for_replication(snapshot_info)
+        backup_info = snapshot_info or {}
+        if backup_info.get('id'):
+            # The backup Trove recorded for the new replica (an incremental
+            # one when Trove names a parent), reported to the conductor as
+            # every backup is; Trove deletes it once the replica is built.
+            result = backups.create_backup(
+                context, backup_info, self.app,
+                self._backup_strategy(backup_info))
+            snapshot['dataset']['snapshot_id'] = backup_info['id']
+            snapshot['seed'].update(backup_id=backup_info['id'], **result)
+        else:
+            LOG.warning("The replication snapshot names no backup: the new "
+                        "replica replicates every document")
         stats = self.get_filesystem_stats(context)
         snapshot['dataset'].update({
             'datastore_manager': self.manager_name,

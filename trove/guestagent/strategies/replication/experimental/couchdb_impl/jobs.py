@@ -49,8 +49,9 @@ def endpoint(api_version, url, user, password):
 class Jobs:
     """The agent's ``_replicator`` documents on this server."""
 
-    def __init__(self, app):
+    def __init__(self, app, state):
         self.app = app
+        self.state = state
 
     @property
     def client(self):
@@ -64,7 +65,7 @@ class Jobs:
     def body(self, db, master):
         api = self.client.api_version
         admin_user, admin_password = self.app.credentials.load()
-        return {
+        body = {
             'source': endpoint(api, shared.db_url(master.url, db),
                                master.user, master.password),
             'target': endpoint(api, shared.db_url(self.app.base_url(), db),
@@ -72,6 +73,13 @@ class Jobs:
             'continuous': True,
             'trove_source': master.guest_id,
         }
+        since = (self.state.read().get('seed') or {}).get(db)
+        if since is not None and api == couch.API_V3:
+            # Restored from the source's backup up to this sequence: the
+            # job reads the source's changes from there, not from 0 (1.x
+            # has no since_seq; its _revs_diff finds every document here).
+            body['since_seq'] = since
+        return body
 
     def ensure(self, db, master, job):
         """Start ``db``'s job, or replace ``job`` if it is not the one
@@ -89,6 +97,8 @@ class Jobs:
                  'restarted' if job else 'started', master.guest_id)
 
     def stop(self, db, job):
+        if job is None:
+            return
         self.client.request('DELETE', [system.REPLICATOR_DB, job_id(db)],
                             params={'rev': job['_rev']}, expected=(200, 404))
 

@@ -52,7 +52,7 @@ class ReplicaSide:
         self.state = state
         self.problems = problems
         self.progress = progress_mod.ProgressTracker(state, problems)
-        self.jobs = jobs_mod.Jobs(app)
+        self.jobs = jobs_mod.Jobs(app, state)
 
     @property
     def client(self):
@@ -102,7 +102,7 @@ class ReplicaSide:
         """Stop the jobs and forget the source; the data stays."""
         master = self.state.master
         self.jobs.stop_all()
-        self.state.update(master=None, progress=None)
+        self.state.update(master=None, progress=None, seed=None)
         self.progress.clear()
         self.problems.clear()
         if master is not None:
@@ -139,8 +139,11 @@ class ReplicaSide:
             for db, security in sorted(databases.items()):
                 self._follow(db, security, master, jobs.get(db), read_only)
                 self._check_progress(source, db, rounds)
-            for db in sorted(set(jobs) - set(databases)):
-                self._drop(db, jobs[db])
+            # A database of the seed the source has deleted since its
+            # backup has no job yet: it goes too.
+            seeded = set(self.state.read().get('seed') or {})
+            for db in sorted((set(jobs) | seeded) - set(databases)):
+                self._drop(db, jobs.get(db))
             for db, reason in self.jobs.failing(databases, jobs).items():
                 self.problems.note(db, reason)
             self.progress.save()
@@ -204,6 +207,10 @@ class ReplicaSide:
             self.client.request('DELETE', [db], expected=(200, 404))
         self.progress.forget(db)
         self.problems.clear(db)
+        seed = self.state.read().get('seed') or {}
+        if db in seed:
+            self.state.update(seed={k: v for k, v in seed.items() if k != db}
+                              or None)
         LOG.info("Database %s: deleted on the source, deleted here", db)
 
     # -- progress -------------------------------------------------------

@@ -42,14 +42,25 @@ class CouchDBReplication:
     # -- the source ------------------------------------------------------
 
     def backup_required_for_replication(self):
-        """No: a new replica pulls every document itself."""
-        return False
+        """Yes, as every replication strategy of Trove 26 answers.
+
+        Trove 26's replica flow ends with ``Backup.delete`` of the backup
+        it made for the replica; when it made none it deletes with
+        ``None``, which deletes every full backup of the tenant.  So the
+        source makes that backup, and the new replica starts from it (see
+        ``seed``) instead of pulling every document over HTTP.
+        """
+        return True
 
     def snapshot_for_replication(self, snapshot_info):
-        """Trove's snapshot: the source's replica context, no backup."""
+        """Trove's snapshot without its backup: the source's replica
+        context, whose ``databases`` (read before the backup starts) say
+        up to which sequence the backup holds each database."""
+        master = self.get_replica_context()['master']
         return {'dataset': {'snapshot_id': None},
                 'replication_strategy': STRATEGY,
-                'master': self.get_replica_context()['master'],
+                'master': master,
+                'seed': {'since': dict(master['databases'])},
                 'replica_conf': None}
 
     def get_replica_context(self):
@@ -112,6 +123,28 @@ class CouchDBReplication:
             self._replica.attach(master)
             LOG.info("This instance replicates from %s at %s",
                      master.guest_id, master.url)
+
+    def seed(self, snapshot, backup_id):
+        """This new replica was restored from the snapshot's backup: it
+        holds every change of each source database up to the sequence the
+        snapshot recorded.  Its jobs start there and its progress is
+        verified from there; what the backup brought of the source's own
+        replication (its account, its exchange) goes."""
+        seed = (snapshot or {}).get('seed') or {}
+        if seed.get('backup_id') != backup_id or not backup_id:
+            LOG.info("The replication snapshot names backup %s, not the "
+                     "restored %s: every document is replicated",
+                     seed.get('backup_id'), backup_id)
+            return
+        since = seed.get('since')
+        if not isinstance(since, dict):
+            raise exception.ReplicationError(
+                reason='the replication snapshot has no sequences')
+        with self._lock:
+            self._source.demote()
+            self.state.update(seed=since, progress=since)
+            LOG.info("Seeded from backup %s: %d database(s) replicate from "
+                     "the sequences the backup holds", backup_id, len(since))
 
     def detach(self, for_failover=False):
         """Stop replicating; the replicated databases and documents stay."""
