@@ -60,12 +60,17 @@ def make_series(work, series_text, **patches):
     return series
 
 
-def bootstrap(work, series, script, **env):
-    """Run ``script`` after sourcing bootstrap, the series at ``series``."""
+def bootstrap(work, series, script, templates=None, **env):
+    """Run ``script`` after sourcing bootstrap, the series at ``series``
+    (and CouchDB's templates at ``templates``, else the project's)."""
     merged = dict(os.environ, BOOTSTRAP=str(BOOTSTRAP), WORK=str(work),
                   SERIES=str(series), **env)
     runner = ('source "$BOOTSTRAP"\nCACHE=$WORK/cache\n'
-              'TROVE26_VENV=$WORK/venv\nTROVE26_SERIES=$SERIES\n' + script)
+              'TROVE26_VENV=$WORK/venv\nTROVE26_SERIES=$SERIES\n')
+    if templates is not None:
+        merged['TEMPLATES'] = str(templates)
+        runner += 'TROVE26_TEMPLATES=$TEMPLATES\n'
+    runner += script
     return subprocess.run(['bash', '-c', runner], env=merged,
                           stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=60)
@@ -138,7 +143,7 @@ def test_the_venv_is_rebuilt_when_a_patch_changes_and_only_then(tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stdout == ('bootstrap: trove26-venv: trove==26.0.0 ready in '
                             '.cache/trove26-venv, contrib/trove-26.0.0 '
-                            'applied\n')
+                            "applied, CouchDB's templates installed\n")
 
     (series / '0001-create.patch').write_text(CREATE + '+third = 3\n')
     changed = bootstrap(tmp_path, series, ensure, PYTHON='false')
@@ -146,3 +151,31 @@ def test_the_venv_is_rebuilt_when_a_patch_changes_and_only_then(tmp_path):
     assert 'pip install trove==26.0.0 into .cache/trove26-venv' in (
         changed.stdout)
     assert not venv_python.parent.exists()
+
+
+def test_couchdbs_templates_are_installed_and_their_change_rebuilds(
+        tmp_path):
+    """The operator guide's copy of trove/templates/couchdb/*.template
+    into Trove's templates directory; a changed template changes the
+    stamp, so the venv is rebuilt with it."""
+    series = make_series(tmp_path, '0001-create.patch\n',
+                         **{'0001-create.patch': CREATE})
+    templates = tmp_path / 'templates'
+    templates.mkdir()
+    (templates / 'replica.config.template').write_text('[replicator]\n')
+    site = tmp_path / 'site-packages'
+
+    installed = bootstrap(tmp_path, series, 'install_trove26_templates '
+                          '"$WORK/site-packages"', templates=templates)
+    assert installed.returncode == 0, installed.stderr
+    assert (site / 'trove' / 'templates' / 'couchdb' /
+            'replica.config.template').read_text() == '[replicator]\n'
+
+    stamp = 'trove26_stamp_value'
+    before = bootstrap(tmp_path, series, stamp, templates=templates)
+    (templates / 'replica.config.template').write_text('[replicator]\n'
+                                                       'x = 1\n')
+    after = bootstrap(tmp_path, series, stamp, templates=templates)
+    assert before.returncode == after.returncode == 0, after.stderr
+    assert before.stdout != after.stdout
+    assert 'replica.config.template' in after.stdout
