@@ -159,6 +159,13 @@ class Manager:
         # Trove 26 casts upgrade(upgrade_info).
         pass
 
+    @reported_cast
+    @not_supported
+    def rebuild(self, context, ds_version, config_contents=None,
+                config_overrides=None):
+        # Trove 26's admin rebuild: a new root disk, then this cast.
+        pass
+
     @not_supported
     def pre_upgrade(self, context):
         pass
