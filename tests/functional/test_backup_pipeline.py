@@ -151,9 +151,15 @@ def test_swift_going_away_mid_upload_leaves_nothing(conf, tmp_path, swift):
                 restarted.append(timer)
             yield chunk
 
-    with pytest.raises(Exception) as err:
-        storage.save('interrupted', outage(stream))
-    restarted[0].join()
-    assert err.value is not None
+    try:
+        with pytest.raises(storage_base.StorageError,
+                           match=r'^Uploading segment interrupted_\d{8} '
+                                 r'to Swift failed: ') as err:
+            storage.save('interrupted', outage(stream))
+    finally:
+        for timer in restarted:
+            timer.join()
+    # A lost upload, not a damaged one (ChecksumMismatch is a StorageError).
+    assert type(err.value) is storage_base.StorageError
     _, listing = storage._connection().get_container(storage.container)
     assert not [o for o in listing if o['name'].startswith('interrupted')]
