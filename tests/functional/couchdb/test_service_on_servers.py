@@ -6,17 +6,22 @@ real CouchDB 3.5 and pouchdb-server (the 1.6 API) did.
 """
 
 import configparser
+import grp
 import json
 import os
+import pwd
 import stat
 
 import pytest
 
+from trove.common import cfg
 from trove.common import exception
 from trove.common.instance import ServiceStatus
 from trove.guestagent.datastore.experimental.couchdb import client as couch
 from trove.guestagent.datastore.experimental.couchdb import service
 from trove.guestagent.datastore.experimental.couchdb import system
+
+CONF = cfg.CONF
 
 only_couchdb3 = pytest.mark.servers('couchdb3')
 only_pouchdb = pytest.mark.servers('pouchdb')
@@ -281,8 +286,32 @@ def test_config_api_changes_land_in_a_file_the_agent_never_rewrites(agent):
                                  missing_ok=True)
 
 
-def test_set_data_ownership_on_the_data_directory(agent):
-    agent.app.set_data_ownership()
+def _owners(root):
+    """{path: (uid, gid)} of ``root`` and everything below it."""
+    found = {}
+    for top, dirs, files in os.walk(root):
+        for path in [top] + [os.path.join(top, name) for name in dirs + files]:
+            st = os.lstat(path)
+            found[path] = (st.st_uid, st.st_gid)
+    return found
+
+
+def test_set_data_ownership_gives_the_data_directory_to_couchdb(agent):
+    assert os.geteuid() == 0, 'changing file owners needs root'
     data = agent.server.data_dir
-    assert os.stat(data).st_uid == os.getuid()
+    before = _owners(data)
+    assert any(os.path.dirname(path) != str(data) for path in before), \
+        'the data directory has no subdirectory with files in it'
+    stranger = (4321, 8765)          # no user or group of this machine
+    try:
+        for path in before:
+            os.lchown(path, *stranger)
+        agent.app.set_data_ownership()
+        couchdb = (pwd.getpwnam(CONF.couchdb.couchdb_user).pw_uid,
+                   grp.getgrnam(CONF.couchdb.couchdb_group).gr_gid)
+        assert set(_owners(data).values()) == {couchdb}
+    finally:
+        for path, owner in before.items():
+            if os.path.lexists(path):
+                os.lchown(path, *owner)
     assert agent.app.client.health() is couch.Health.UP
