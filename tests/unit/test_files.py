@@ -1,11 +1,14 @@
 """Files written whole or not at all, and file system write-back."""
 
+import ctypes
 import os
 import stat
 
 import pytest
 
 from trove.common import files
+
+MIB = 1024 * 1024
 
 
 def test_write_atomically_replaces_with_mode(tmp_path):
@@ -17,18 +20,50 @@ def test_write_atomically_replaces_with_mode(tmp_path):
     assert os.listdir(tmp_path) == ['secret']  # no temporary file left
 
 
+class _CacheStat(ctypes.Structure):
+    """struct cachestat, what cachestat(2) says of a file's pages."""
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        'nr_cache', 'nr_dirty', 'nr_writeback', 'nr_evicted',
+        'nr_recently_evicted')]
+
+
+_CACHESTAT = 451    # the syscall's number on every architecture
+
+
+def _unwritten_pages(path):
+    """Pages of ``path`` in the page cache not yet on disk (dirty or
+    being written): cachestat(2) over the whole file."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    whole_file = (ctypes.c_uint64 * 2)(0, 0)    # from 0 to the end
+    pages = _CacheStat()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.syscall(ctypes.c_long(_CACHESTAT), fd, whole_file,
+                        ctypes.byref(pages), 0) != 0:
+            err = ctypes.get_errno()
+            raise AssertionError('cachestat(2) (Linux 6.5 or later) is '
+                                 'needed to see dirty pages: %s'
+                                 % os.strerror(err))
+    finally:
+        os.close(fd)
+    return pages.nr_dirty + pages.nr_writeback
+
+
 def test_sync_filesystem_writes_back_the_file_system_of_a_path(tmp_path):
-    (tmp_path / 'data').write_bytes(b'x' * 4096)
+    data = tmp_path / 'data'
+    data.write_bytes(os.urandom(MIB))
     files.sync_filesystem(str(tmp_path))
-    files.sync_filesystem(str(tmp_path / 'data'))
+    assert _unwritten_pages(data) == 0
+    # A file's path names its file system too.
+    with open(data, 'ab') as f:
+        f.write(os.urandom(MIB))
+    files.sync_filesystem(str(data))
+    assert _unwritten_pages(data) == 0
 
 
 def test_sync_filesystem_of_a_missing_path_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         files.sync_filesystem(str(tmp_path / 'missing'))
-
-
-MIB = 1024 * 1024
 
 
 def _write_in_steps(path, steps, write_behind, step=MIB):
