@@ -2,7 +2,6 @@
 
 import os
 import shlex
-import time
 
 import pytest
 
@@ -104,16 +103,22 @@ def test_command_mode_failure_is_raised(conf):
     assert 'still running' in str(caught.value)
 
 
-def test_command_mode_is_bounded_by_state_change_wait_time(conf, monkeypatch):
+def test_command_mode_is_bounded_by_state_change_wait_time(conf, monkeypatch,
+                                                           tmp_path):
     monkeypatch.setattr(process, 'KILL_GRACE_SECONDS', 0.5)
-    conf.config(state_change_wait_time=1)
+    # Two deadlines: the error names the one that ended the command.
+    conf.config(state_change_wait_time=1, command_process_timeout=3)
+    pid_file = tmp_path / 'pid'
+    script = tmp_path / 'hangs.sh'
+    script.write_text(f'echo $$ > {shlex.quote(str(pid_file))}\n'
+                      'exec sleep 60\n')
     conf.config(group='couchdb', service_manager='command',
-                start_command='sleep 60')
-    started = time.monotonic()
+                start_command=shlex.join(['sh', str(script)]))
     with pytest.raises(exception.ProcessExecutionError) as caught:
         service_manager.get_service_manager().start()
-    assert time.monotonic() - started < 10
-    assert 'timed out' in str(caught.value)
+    assert 'timed out after 1 s and was killed' in str(caught.value)
+    with pytest.raises(ProcessLookupError):    # nothing left running
+        os.kill(int(pid_file.read_text()), 0)
 
 
 def test_command_mode_boot_is_left_to_the_operator(conf, fake_bin):
