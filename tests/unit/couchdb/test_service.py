@@ -69,18 +69,17 @@ def test_write_config_contents(app, etc):
 
 
 def test_set_data_ownership_chowns_the_tree(app, conf, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip('changing file owners needs root')
+    assert os.geteuid() == 0, 'changing file owners needs root'
     data = tmp_path / 'data'
     (data / 'shards').mkdir(parents=True)
     (data / 'shards' / 'db.couch').write_text('x')
-    for path in (data, data / 'shards', data / 'shards' / 'db.couch'):
+    tree = (data, data / 'shards', data / 'shards' / 'db.couch')
+    for path in tree:
         os.chown(path, 65534, 65534)
     conf.config(group='couchdb', couchdb_user='root', couchdb_group='root',
                 mount_point=str(data))
     app.set_data_ownership()
-    assert {os.stat(p).st_uid for p in (data, data / 'shards' / 'db.couch')
-            } == {0}
+    assert {(os.stat(p).st_uid, os.stat(p).st_gid) for p in tree} == {(0, 0)}
 
 
 def test_set_data_ownership_failure_is_raised(app, conf, tmp_path):
