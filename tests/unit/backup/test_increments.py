@@ -19,6 +19,7 @@ from trove.guestagent.backup.extract import (
     DeltaBaseError, RestoredFilesError, UnsafeArchiveError, safe_extract)
 
 KIB = 1024
+MIB = 1024 * KIB
 
 
 def _data(size, seed=1):
@@ -94,6 +95,40 @@ def couchdb3(tmp_path):
 
 
 # --- digests ---------------------------------------------------------------
+
+def _sha256(data):
+    return hashlib.sha256(data).digest()
+
+
+def test_digest_is_the_sha256_of_the_sha256s_of_16_mib_blocks(tmp_path):
+    # The documented format (README, "Incremental backups"), which every
+    # index of a chain holds: its parts hashed with hashlib alone.
+    block = _data(16 * MIB)
+    last = b'!'
+    expected = {
+        'grown.couch': hashlib.sha256(
+            _sha256(block) + _sha256(last)).hexdigest(),
+        'block.couch': hashlib.sha256(_sha256(block)).hexdigest(),
+        'empty.couch': hashlib.sha256(b'').hexdigest(),     # no block
+    }
+    root = tmp_path / 'data'
+    _write(root / 'grown.couch', block + last)
+    _write(root / 'block.couch', block)
+    _write(root / 'empty.couch', b'')
+
+    _blob, index = _archive(root, 'full')
+
+    assert index['block'] == 16 * MIB
+    assert {rel: entry['sha256'] for rel, entry in index['files'].items()
+            } == expected
+    for rel, hexdigest in expected.items():
+        fd = os.open(root / rel, os.O_RDONLY)
+        try:
+            read = digest.read_prefix(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        assert read.hexdigest() == hexdigest, rel
+
 
 @pytest.mark.parametrize('size', [0, 1, 999, 1000, 1001, 5000, 12345])
 def test_digest_fed_in_pieces_is_the_digest_read_in_parallel(tmp_path,
