@@ -4,9 +4,12 @@ Each fault ends the same way: a clear error, the conductor told (an
 ``update_backup`` FAILED whose note says what went wrong, or a ``failed to
 spawn`` heartbeat for a prepare), nothing written outside the data
 directory, and the agent still serving (``rpc_ping`` and a real call after
-it).  Real agents, each with its own server (a real CouchDB 3.5 node, and
-pouchdb-server for the 1.6 API), and a real single-node Swift, as in
-test_backup.py, whose helpers these tests share.
+it).  Real agents, each with its own real CouchDB 3.5 node, and a real
+single-node Swift, as in test_backup.py, whose helpers these tests share.
+The faults are the agent's, Swift's and the archive's, the same whichever
+server runs under the agent: they run on CouchDB 3.5 alone (what 1.6 shows
+of backups, its layout and upstream's old backups, test_backup.py and
+test_backup_incremental.py show on pouchdb-server).
 
 The restore faults damage one backup, made once for the module by a source
 guest: a broken restore never needs a fresh source.  The faults in the
@@ -40,6 +43,8 @@ from integration.test_backup import CONTAINER
 from integration.test_backup import KEY
 from integration.test_backup import SEGMENT
 from trove.guestagent.backup import encryption
+
+pytestmark = servers.only_on('couchdb3')
 
 # test_backup's fixture: guests whose backups go to the test Swift.
 swift_guest = test_backup.swift_guest

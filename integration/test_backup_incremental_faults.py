@@ -11,7 +11,9 @@ chain, before CouchDB is stopped.
 
 The restore faults damage (or copy and damage) one chain, made once for
 the module by test_backup_faults' source guest: full -> first -> second.
-A test that changes an object of that chain puts it back.
+A test that changes an object of that chain puts it back.  Like
+test_backup_faults.py's, these faults do not depend on the server under
+the agent: they run on a real CouchDB 3.5 node alone.
 """
 
 import contextlib
@@ -33,11 +35,14 @@ from integration import test_backup
 from integration import test_backup_couchdb3 as hot
 from integration import test_backup_faults as faults
 from integration import test_backup_incremental as incremental
+from integration.services import servers
 from integration.test_guest_agent import NOTIFICATION
 from trove.guestagent.backup import archive
 from trove.guestagent.backup import digest
 from trove.guestagent.backup import encryption
 from trove.guestagent.backup import increments
+
+pytestmark = servers.only_on('couchdb3')
 
 swift_guest = test_backup.swift_guest
 source = faults.source
