@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from oslo_config import cfg
@@ -457,13 +456,36 @@ def test_format_refuses_a_regular_file(tmp_path):
     assert image.read_bytes() == b'\0' * MIB
 
 
-def test_format_gives_up_on_a_device_that_never_appears(tmp_path):
+class _Clock:
+    """The volume module's clock in a test: a sleep passes at once, and
+    sleeping ``limit`` times fails the test (a wait that would not end)."""
+
+    def __init__(self, limit):
+        self.now = 0.0
+        self.limit = limit
+        self.slept = []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        assert len(self.slept) < self.limit, (
+            f'still waiting after {self.now} s and {self.limit} sleeps')
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_format_gives_up_on_a_device_that_never_appears(tmp_path,
+                                                        monkeypatch):
+    clock = _Clock(limit=100)
+    monkeypatch.setattr(volume, 'time', clock)
+    monkeypatch.setattr(volume, 'DEVICE_POLL_INTERVAL', 0.5)
     missing = str(tmp_path / 'vdz')
-    started = time.monotonic()
     with pytest.raises(exception.VolumeError) as caught:
-        volume.VolumeDevice(missing).format(timeout=1)
-    assert 1 <= time.monotonic() - started < 5
+        volume.VolumeDevice(missing).format(timeout=3)
     assert f'device {missing} did not appear' in str(caught.value)
+    # Looked for it every 0.5 s until its 3 s were over, then gave up.
+    assert clock.slept == [0.5] * 6
 
 
 @pytest.mark.parametrize('fstype', ['ext4'])
