@@ -6,6 +6,11 @@ narrows ``fstype``; xfs images are 320 MiB sparse files (mkfs.xfs refuses
 less than 300 MB).  Every test uses its own image file, loop device and
 fstab (a scratch file: /etc/fstab is never touched); teardown unmounts what
 the test mounted, detaches the loop device and removes the image.
+
+On a loop device the agent runs as user trove, as on a guest: every command
+it runs as root goes through a stand-in for "sudo -n" that runs it only if
+the guest image's sudoers allows it (tests/sudoers.py), and a test fails if
+the rule refused any.
 """
 
 import os
@@ -17,6 +22,7 @@ import threading
 import pytest
 from oslo_config import cfg
 
+from tests import sudoers
 from trove.common import exception
 from trove.guestagent import volume
 
@@ -61,7 +67,8 @@ def fstab(tmp_path, monkeypatch):
 
 
 def _require_root_and_loop():
-    assert os.geteuid() == 0, 'volume tests must run as root'
+    # The real uid: the agent's effective one is made trove's (``sudo``).
+    assert os.getuid() == 0, 'volume tests must run as root'
     assert os.path.exists('/dev/loop-control'), 'no loop device support'
     for tool in ('losetup', 'mkfs', 'blkid', 'resize2fs', 'e2fsck',
                  'mkfs.xfs', 'xfs_growfs', 'xfs_repair'):
@@ -103,7 +110,20 @@ def fstype(request):
 
 
 @pytest.fixture
-def loop(tmp_path, fstab, fstype):
+def sudo(tmp_path, fstab, monkeypatch):
+    """The agent runs as user trove; its root helper runs only what the
+    guest image's sudoers allows.  The scratch fstab stands for
+    /etc/fstab."""
+    rule = sudoers.Rule.install(tmp_path / 'sudoers')
+    rule.stands_for(fstab, '/etc/fstab')
+    cfg.CONF.set_override('root_helper', f'{rule.stand_in()} -n')
+    monkeypatch.setattr(os, 'geteuid', lambda: 1000)
+    yield rule
+    assert rule.refused() == [], "the guest image's sudoers refused these"
+
+
+@pytest.fixture
+def loop(tmp_path, fstab, fstype, sudo):
     device = Loop(tmp_path, SIZE_MIB[fstype])
     yield device
     device.cleanup()
@@ -489,8 +509,9 @@ def test_format_gives_up_on_a_device_that_never_appears(tmp_path,
 
 
 @pytest.mark.parametrize('fstype', ['ext4'])
-def test_format_waits_for_a_device_that_appears_late(loop, tmp_path):
+def test_format_waits_for_a_device_that_appears_late(loop, tmp_path, sudo):
     late = tmp_path / 'vdb'  # a symlink to the loop device, made later
+    sudo.stands_for(late, '/dev/vdb')
     timer = threading.Timer(1.0, os.symlink, (loop.device, late))
     timer.start()
     try:
@@ -537,17 +558,10 @@ def test_fstab_is_created_when_missing(tmp_path, monkeypatch):
     assert path.read_text() == '/dev/vdb\t/mnt/a\\040b\text4\tdefaults\t0\t0\n'
 
 
-def test_fstab_through_the_root_helper_when_not_root(fstab, tmp_path,
-                                                     monkeypatch):
-    record = tmp_path / 'helper-argv'
-    helper = tmp_path / 'fake-sudo'
-    helper.write_text(f'#!/bin/sh\necho "$*" >> {record}\nexec "$@"\n')
-    helper.chmod(0o755)
-    cfg.CONF.set_override('root_helper', str(helper))
-    monkeypatch.setattr(os, 'geteuid', lambda: 1000)
+def test_fstab_through_the_root_helper_when_not_root(fstab, sudo):
     volume.add_fstab_entry('UUID=c', '/srv/db', 'ext4', 'defaults')
     assert _fstab_lines(fstab) == FSTAB_HEAD + [
         'UUID=c\t/srv/db\text4\tdefaults\t0\t0']
-    programs = [line.split()[0] for line in _fstab_lines(record)]
+    programs = [argv[0] for argv, allowed in sudo.asked() if allowed]
     assert programs == ['cp', 'chmod', 'mv']
     assert oct(os.stat(fstab).st_mode & 0o777) == '0o644'

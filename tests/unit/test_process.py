@@ -7,7 +7,10 @@ import time
 
 import pytest
 
+from tests import sudoers
 from trove.common import exception, process
+from trove.guestagent.common import packages, service_manager
+from trove.guestagent.datastore.experimental.couchdb import service
 
 PY = sys.executable
 
@@ -182,47 +185,110 @@ def test_timeout_raises_even_without_check():
     assert caught.value.exit_code == -signal.SIGTERM
 
 
+# --- run_as_root: the guest image's sudoers rule decides ------------------
+
 @pytest.fixture
-def fake_helper(tmp_path, conf):
-    """A root helper that records its argv, drops "-n" and runs the rest."""
-    record = tmp_path / 'helper-argv'
-    helper = _fake_program(
-        tmp_path, 'fake-sudo',
-        f'printf "%s\\n" "$@" > {record}\n'
-        '[ "$1" = -n ] && shift\n'
-        'exec "$@"\n')
-    conf.config(root_helper=f'{helper}   -n')
-    return record
-
-
-def test_run_as_root_uses_helper_when_not_root(fake_helper, monkeypatch):
+def sudo(tmp_path, conf, monkeypatch):
+    """The agent runs as user trove; its root helper is a stand-in for
+    "sudo -n" that runs what the guest image's sudoers allows and refuses
+    the rest (tests/sudoers.py).  Fakes of the programs the agent runs as
+    root go in ``tmp_path / 'bin'``, first on PATH."""
+    rule = sudoers.Rule.install(tmp_path / 'sudoers')
+    # The helper is split on any run of spaces.
+    conf.config(root_helper=f'{rule.stand_in()}   -n')
     monkeypatch.setattr(os, 'geteuid', lambda: 1000)
-    result = process.execute(['echo', 'as root'], run_as_root=True)
-    assert result.stdout == 'as root\n'
-    assert fake_helper.read_text().splitlines() == ['-n', 'echo', 'as root']
+    (tmp_path / 'bin').mkdir()
+    monkeypatch.setenv('PATH', f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    return rule
 
 
-def test_run_as_root_passes_env_through_the_helper(fake_helper, monkeypatch):
-    monkeypatch.setattr(os, 'geteuid', lambda: 1000)
-    result = process.execute(['printenv', 'DEBIAN_FRONTEND'],
-                             run_as_root=True,
+def test_run_as_root_goes_through_the_helper_when_not_root(sudo, tmp_path):
+    made = tmp_path / 'made by root'
+    process.execute(['mkdir', '-p', str(made)], run_as_root=True)
+    assert made.is_dir()
+    assert sudo.asked() == [(['mkdir', '-p', str(made)], True)]
+
+
+def test_run_as_root_passes_env_through_the_helper(sudo, tmp_path):
+    _fake_program(tmp_path / 'bin', 'apt-get', 'echo "$DEBIAN_FRONTEND"\n')
+    result = process.execute(['apt-get', '-o', 'DPkg::Lock::Timeout=120',
+                              'update'], run_as_root=True,
                              env={'DEBIAN_FRONTEND': 'noninteractive'})
     assert result.stdout == 'noninteractive\n'
-    assert fake_helper.read_text().splitlines() == [
-        '-n', 'env', 'DEBIAN_FRONTEND=noninteractive', 'printenv',
-        'DEBIAN_FRONTEND']
+    assert sudo.asked() == [(['env', 'DEBIAN_FRONTEND=noninteractive',
+                              'apt-get', '-o', 'DPkg::Lock::Timeout=120',
+                              'update'], True)]
 
 
-def test_run_as_root_without_helper_when_root(fake_helper, monkeypatch):
+def test_run_as_root_fails_when_the_rule_refuses(sudo):
+    with pytest.raises(exception.ProcessExecutionError) as caught:
+        process.execute(['echo', 'not in the rule'], run_as_root=True)
+    assert "the guest image's sudoers refuses it" in str(caught.value)
+    assert sudo.refused() == [['echo', 'not in the rule']]
+
+
+def test_run_as_root_without_helper_when_root(sudo, monkeypatch):
     monkeypatch.setattr(os, 'geteuid', lambda: 0)
     assert process.execute(['echo', 'x'], run_as_root=True).stdout == 'x\n'
-    assert not fake_helper.exists()
+    assert sudo.asked() == []
 
 
-def test_not_run_as_root_never_uses_helper(fake_helper, monkeypatch):
-    monkeypatch.setattr(os, 'geteuid', lambda: 1000)
+def test_not_run_as_root_never_uses_helper(sudo):
     process.execute(['true'])
-    assert not fake_helper.exists()
+    assert sudo.asked() == []
+
+
+FAKE_APT_GET = """echo "apt-get $*" >> {record}
+case "$*" in
+  *" update") touch {updated} ;;
+  *" install "*) [ -e {updated} ] || {{
+      echo "E: Unable to locate package couchdb" >&2; exit 100; }} ;;
+esac
+"""
+
+
+def _systemd(conf, tmp_path):
+    conf.config(group='couchdb', service_manager='systemd')
+    manager = service_manager.get_service_manager()
+    for run in (manager.start, manager.stop, manager.enable_on_boot,
+                manager.disable_on_boot):
+        run()
+    return ['systemctl start couchdb', 'systemctl stop couchdb',
+            'systemctl enable couchdb', 'systemctl disable couchdb']
+
+
+def _apt(conf, tmp_path):
+    # apt-get cannot find the package until its lists are updated.
+    _fake_program(tmp_path / 'bin', 'apt-get', FAKE_APT_GET.format(
+        record=tmp_path / 'ran', updated=tmp_path / 'updated'))
+    packages._Apt().install([('couchdb', '3.5.0'), ('curl', None)])
+    install = ('apt-get -o DPkg::Lock::Timeout=120 install -y '
+               '--no-install-recommends couchdb=3.5.0 curl')
+    return [install, 'apt-get -o DPkg::Lock::Timeout=120 update', install]
+
+
+def _dnf(conf, tmp_path):
+    packages._Dnf().install([('couchdb', '3.5.0')])
+    return ['dnf install -y couchdb-3.5.0']
+
+
+def _data_ownership(conf, tmp_path):
+    service.CouchDBApp().set_data_ownership(str(tmp_path / 'data'))
+    return [f"chown -R couchdb:couchdb -- {tmp_path / 'data'}"]
+
+
+# The volume's commands run for real in tests/functional/test_volume.py.
+@pytest.mark.parametrize('agent', [_systemd, _apt, _dnf, _data_ownership],
+                         ids=['systemd', 'apt', 'dnf', 'data-ownership'])
+def test_the_agents_root_commands_are_allowed_by_the_rule(sudo, conf,
+                                                          tmp_path, agent):
+    ran = tmp_path / 'ran'
+    for program in ('systemctl', 'dnf', 'chown'):
+        _fake_program(tmp_path / 'bin', program,
+                      f'echo "{program} $*" >> {ran}\n')
+    expected = agent(conf, tmp_path)
+    assert sudo.refused() == []
+    assert ran.read_text().splitlines() == expected
 
 
 def test_program_exists(tmp_path, monkeypatch):
