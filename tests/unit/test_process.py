@@ -1,5 +1,6 @@
 """trove.common.process: real commands, real process trees."""
 
+import json
 import os
 import signal
 import sys
@@ -289,6 +290,54 @@ def test_the_agents_root_commands_are_allowed_by_the_rule(sudo, conf,
     expected = agent(conf, tmp_path)
     assert sudo.refused() == []
     assert ran.read_text().splitlines() == expected
+
+
+# --- TROVE_GUESTAGENT_ARGV_RECORD: every command line, for the tests ------
+
+def _argv_record(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_argv_record_gets_every_command_line_while_set(tmp_path,
+                                                       monkeypatch):
+    record = tmp_path / 'argv.jsonl'
+    monkeypatch.setenv(process.ARGV_RECORD_ENV, str(record))
+    process.execute(['echo', 'two words'])
+    process.execute(['false'], check=False)
+    with pytest.raises(exception.ProcessExecutionError):
+        process.execute(['trove-test-program-not-on-path'])
+    monkeypatch.delenv(process.ARGV_RECORD_ENV)
+    process.execute(['echo', 'not recorded'])
+    assert _argv_record(record) == [['echo', 'two words'], ['false'],
+                                    ['trove-test-program-not-on-path']]
+    assert oct(record.stat().st_mode & 0o777) == '0o600'
+
+
+def test_argv_record_has_the_root_helper_and_never_stdin(sudo, tmp_path,
+                                                         monkeypatch):
+    record = tmp_path / 'argv.jsonl'
+    monkeypatch.setenv(process.ARGV_RECORD_ENV, str(record))
+    made = tmp_path / 'made'
+    process.execute(['mkdir', '-p', str(made)], run_as_root=True)
+    assert process.execute(['cat'], input='s3cr3t').stdout == 's3cr3t'
+    assert _argv_record(record) == [
+        sudo.stand_in().split() + ['-n', 'mkdir', '-p', str(made)], ['cat']]
+    assert 's3cr3t' not in record.read_text()
+
+
+def test_argv_record_is_never_written_through_a_symlink(tmp_path,
+                                                        monkeypatch):
+    target = tmp_path / 'elsewhere'
+    target.write_text('kept\n')
+    link = tmp_path / 'argv.jsonl'
+    link.symlink_to(target)
+    monkeypatch.setenv(process.ARGV_RECORD_ENV, str(link))
+    ran = tmp_path / 'ran'
+    with pytest.raises(exception.ProcessExecutionError) as caught:
+        process.execute(['touch', str(ran)])
+    assert f'cannot record its argv in {link}' in str(caught.value)
+    assert not ran.exists()
+    assert target.read_text() == 'kept\n'
 
 
 def test_program_exists(tmp_path, monkeypatch):

@@ -10,9 +10,15 @@ A command must not leave a process behind that keeps its stdout or stderr
 open (a daemon started without redirecting its output): ``execute()`` reads
 both pipes until they close, so it would wait for that process until the
 deadline and then kill it with the rest of the group.
+
+When the environment variable ``TROVE_GUESTAGENT_ARGV_RECORD`` names a file,
+the argv of every command is appended to it (one JSON list a line) before
+the command starts: the tests read it to see every command line the agent
+ran, short-lived ones included.  A guest never sets it.
 """
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -34,6 +40,9 @@ KILL_GRACE_SECONDS = 5.0
 EXTRA_PROGRAM_DIRS = ('/usr/local/sbin', '/usr/sbin', '/sbin')
 
 _STDERR_TAIL = 500
+
+# Names the file that gets every argv (see the module's docstring).
+ARGV_RECORD_ENV = 'TROVE_GUESTAGENT_ARGV_RECORD'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +88,7 @@ def execute(argv, *, run_as_root=False, timeout=None, check=True, input=None,
         timeout = CONF.command_process_timeout
     data = input.encode('utf-8') if isinstance(input, str) else input
     LOG.debug("Running %s (timeout %s s)", full_argv, timeout)
+    _record_argv(full_argv, name)
     started = time.monotonic()
     proc = _spawn(full_argv, name, _environment(env), cwd, data is not None)
     stdout, stderr = _communicate(proc, full_argv, name, data, timeout)
@@ -112,6 +122,30 @@ def _with_root_helper(argv, env):
         helper += ['env'] + [f'{key}={value}'
                              for key, value in sorted(env.items())]
     return helper + argv
+
+
+def _record_argv(argv, name):
+    """Append ``argv`` to the file ``$TROVE_GUESTAGENT_ARGV_RECORD`` names.
+
+    One write of one line on a file opened for appending (0600, never
+    through a symlink): concurrent commands do not interleave their lines.
+    """
+    path = os.environ.get(ARGV_RECORD_ENV)
+    if not path:
+        return
+    line = (json.dumps(argv) + '\n').encode('utf-8')
+    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+             | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, flags, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise exception.ProcessExecutionError(
+            f"Cannot run {name}: cannot record its argv in {path}: "
+            f"{err.strerror}", cmd=argv) from err
 
 
 def _environment(env):
