@@ -1,18 +1,23 @@
-"""The fake CouchDB 3.x of the unit tests answers as a real 3.5 node does
-where it models 3.x's security.
+"""The fake CouchDB of the unit tests answers as a real 3.5 node does.
 
-The same requests go to a real CouchDB 3.5 node and to
-tests/unit/couchdb/fake_couchdb3.py, set up alike, as a server admin, a
-user and nobody; the statuses and CouchDB's ``error`` must agree.
+tests/unit/couchdb/fake_couchdb3.py stands in for a server only where a
+real one does not answer on demand (a server error, CouchDB 1.6's
+``/_restart``).  What those tests read from it as 3.x, the same requests
+to a real CouchDB 3.5 node must answer alike, status and body: ``GET
+/_up`` (the health the agent reads), ``GET /`` anonymously and as the
+server admin, and a 401 for a wrong password; and ``shard_map()`` must
+build the ``_dbs`` document the node keeps for a database of two shards.
 """
 
 import importlib.util
 import pathlib
+import re
 
 import pytest
 import requests
 
 from integration.services import couchdb3
+from integration.services.fixtures import start_or_fail
 
 
 def _load_fake():
@@ -27,78 +32,22 @@ def _load_fake():
 
 fake = _load_fake()
 ADMIN = ('admin', 'admin-secret')
-BOB = ('bob', 'bob-pw')
-BOB_ID = 'org.couchdb.user:bob'
-WHO = {'admin': ADMIN, 'bob': BOB, 'nobody': None}
-# (method, path, body): ``{who}`` in a path is the caller's name.
-REQUESTS = [
-    ('GET', '/_all_dbs', None),
-    ('GET', '/_scheduler/docs', None),
-    ('GET', '/_scheduler/docs/_replicator', None),
-    ('GET', '/_node/_local/_config', None),
-    ('PUT', '/new-{who}', None),
-    ('GET', '/_users/' + BOB_ID, None),
-    ('GET', '/_users/_security', None),
-    ('GET', '/_replicator/_security', None),
-    ('GET', '/_users/_all_docs', None),
-    ('GET', '/_replicator/_all_docs', None),
-    ('GET', '/_replicator/job', None),
-    ('GET', '/shop/_changes', None),
-    ('GET', '/shop', None),
-    ('GET', '/shop/_security', None),
-    ('PUT', '/shop/_security', {'members': {'roles': ['_admin']},
-                                'admins': {'roles': ['_admin']}}),
-    ('PUT', '/shop/doc-{who}', {'v': 1}),
-    ('GET', '/open', None),
-    ('PUT', '/open/doc-{who}', {'v': 1}),
-    ('GET', '/granted', None),
-    ('PUT', '/granted/doc-{who}', {'v': 1}),
-    ('PUT', '/granted/_design/{who}', {'language': 'javascript'}),
-    ('PUT', '/granted/_security', {'members': {'names': ['bob']}}),
-    ('GET', '/_session', None),
-]
+WHO = {'admin': ADMIN, 'nobody': None, 'wrong password': ('admin', 'no')}
+# The server's own fields of GET /: the fake's uuid is its own.
+ROOT_FIELDS = ('couchdb', 'version', 'vendor')
 
 
-def _set_up(url):
-    """_users, _replicator, user bob, databases shop (as 3.x makes it:
-    admin-only), open (no members) and granted (bob a member)."""
-    admin = requests.Session()
-    admin.auth = ADMIN
-    for db in ('_users', '_replicator', 'shop', 'open', 'granted'):
-        assert admin.put(url + '/' + db, timeout=30).status_code in (201, 202)
-    assert admin.put(url + '/_users/' + BOB_ID, timeout=30, json={
-        'name': 'bob', 'type': 'user', 'roles': [],
-        'password': BOB[1]}).status_code in (201, 202)
-    assert admin.put(url + '/open/_security', json={}, timeout=30).ok
-    assert admin.put(url + '/granted/_security', timeout=30, json={
-        'members': {'names': ['bob'], 'roles': []},
-        'admins': {'names': [], 'roles': []}}).ok
+@pytest.fixture(scope='module')
+def real(tmp_path_factory):
+    node = couchdb3.CouchDB3Server(tmp_path_factory.mktemp('couchdb'),
+                                   admin=ADMIN)
+    try:
+        yield start_or_fail(node)
+    finally:
+        node.stop()
 
 
-def _answers(url):
-    answers = {}
-    for who, auth in WHO.items():
-        session = requests.Session()
-        session.auth = auth
-        for method, path, body in REQUESTS:
-            path = path.format(who=who)
-            answer = session.request(method, url + path, json=body,
-                                     timeout=30)
-            error = answer.json().get('error') if (
-                answer.status_code >= 400) else None
-            answers[(who, method, path)] = (answer.status_code, error)
-    return answers
-
-
-@pytest.fixture
-def real(tmp_path):
-    node = couchdb3.CouchDB3Server(tmp_path / 'couchdb', admin=ADMIN)
-    node.start()
-    yield node
-    node.stop()
-
-
-@pytest.fixture
+@pytest.fixture(scope='module')
 def imitation():
     server = fake.FakeCouchDB('3')
     server.set_admin(*ADMIN)
@@ -107,12 +56,38 @@ def imitation():
     server.stop()
 
 
-def test_the_fake_answers_as_couchdb_3_5_does(real, imitation):
-    for server in (real, imitation):
-        _set_up(server.url)
-    expected, seen = _answers(real.url), _answers(imitation.url)
-    differences = {key: (expected[key], seen[key]) for key in expected
-                   if expected[key] != seen[key]}
-    assert differences == {}, '\n'.join(
-        '%s %s as %s: CouchDB %s, the fake %s' % (m, p, w, e, f)
-        for (w, m, p), (e, f) in sorted(differences.items()))
+def _answer(url, path, who):
+    answer = requests.get(url + path, auth=WHO[who], timeout=30)
+    return answer.status_code, answer.json()
+
+
+@pytest.mark.parametrize('who', sorted(WHO))
+def test_up_answers_as_couchdb_3_5(real, imitation, who):
+    assert _answer(imitation.url, '/_up', who) == _answer(real.url, '/_up',
+                                                          who)
+
+
+@pytest.mark.parametrize('who', sorted(WHO))
+def test_the_root_answers_as_couchdb_3_5(real, imitation, who):
+    (status, body), (expected_status, expected) = (
+        _answer(imitation.url, '/', who), _answer(real.url, '/', who))
+    assert status == expected_status
+    if status != 200:
+        assert body == expected
+        return
+    assert {k: body[k] for k in ROOT_FIELDS} == {
+        k: expected[k] for k in ROOT_FIELDS}
+    assert set(body) <= set(expected)
+    assert re.fullmatch('[0-9a-f]{32}', body['uuid'])
+
+
+def test_shard_map_is_the_dbs_document_of_couchdb_3_5(real):
+    session = real.session()
+    url = real.url + '/orders'
+    assert session.put(url, params={'q': 2}, timeout=30).status_code == 201
+    stored = session.get(real.url + '/_node/_local/_dbs/orders',
+                         timeout=30).json()
+    created = ''.join(map(chr, stored['shard_suffix']))
+    assert re.fullmatch(r'\.\d+', created), stored['shard_suffix']
+    built = fake.shard_map('orders', real.node, created=int(created[1:]))
+    assert built == {k: v for k, v in stored.items() if k != '_rev'}
