@@ -4,9 +4,9 @@ Each guest is a real node with the agent's objects in this process (see
 couchdb3_nodes.py); the replication jobs are CouchDB's own and really run,
 the guards really run in CouchDB's QuickJS, and 3.x's security model is the
 real one: ``_users`` and ``/_all_dbs`` are admin-only, new databases too.
-A job CouchDB itself reports ``crashing`` is shown here too.  What real
-nodes cannot be made to show (a ``failed`` job, a replica that lacks one
-revision) is in tests/unit/couchdb/test_replication_3x.py.
+A job CouchDB itself reports ``crashing`` is shown here too; a ``failed``
+job and a replica that lacks one revision are in
+test_replication_states_couchdb3.py.
 """
 
 import json
@@ -396,7 +396,7 @@ def test_a_job_couchdb_reports_crashing_is_a_problem(source, replica,
     still publishes it): the job's changes feed gets 404, and CouchDB's
     scheduler says ``crashing`` with its reason.  (It retries after a
     backoff of 30 s or more; a job that runs again clears the problem,
-    unit-tested with a ``failed`` job in test_replication_3x.py.)"""
+    shown with a ``failed`` job in test_replication_states_couchdb3.py.)"""
     _caught_up(source, replica)
     source.client().request('DELETE', ['db1'])
     nodes.wait_until(

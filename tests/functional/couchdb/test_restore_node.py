@@ -9,7 +9,7 @@ verification).  Only what a test varies is changed: the backup's metadata
 as the extraction hands it over, or the shard-map move left out.
 
 What only a cluster shows (shard maps placing databases on several
-nodes) stays in tests/unit/couchdb/test_restore_3x_node.py, on the fake.
+nodes) is in test_restore_cluster_backup.py, on a real node too.
 """
 
 import json
