@@ -18,6 +18,13 @@ object a line on stdin, one JSON line each on stdout:
 ``create_backup``    ``trove.backup.models.Backup.create`` (``--parent``,
                      ``--incremental``): it casts to the taskmanager.
 ``delete_backup``    ``Backup.delete``, as ``backup delete`` does.
+``api``              One action of trove-api's database, user, user access
+                     or root controller (trove/extensions/common/
+                     service.py), called as its WSGI resource calls it:
+                     ``openstack database db create``, ``user create``,
+                     ``root enable``...; the answer's status and body, or
+                     the Trove exception the API would map to an HTTP
+                     error.
 ``instances``        Trove's rows of every instance: task status, service
                      status, replica source, faults.
 ``backups``          Every row of Trove's backups table, deleted ones too.
@@ -42,14 +49,17 @@ import uuid
 import eventlet
 from eventlet import tpool
 from oslo_log import log as logging
+from oslo_utils import importutils
 
 from trove.backup import models as backup_models
 from trove.cmd import common as cmd_common
 from trove.common import cfg
 from trove.common.context import TroveContext
+from trove.common import exception
 from trove.common import notification
 from trove.common.rpc import conductor_host_serializer
 from trove.common.rpc import service as rpc_service
+from trove.common import wsgi
 from trove.conductor import api as conductor_api
 from trove.datastore import models as ds_models
 from trove.db import get_db_api
@@ -147,6 +157,15 @@ def start_services(conf):
     return services
 
 
+# trove-api's controllers behind /instances/{id}/databases, /users,
+# /users/{user}/databases and /root (trove/extensions/routes/mysql.py).
+CONTROLLERS = {
+    'databases': 'trove.extensions.common.service.SchemaController',
+    'users': 'trove.extensions.common.service.UserController',
+    'user_access': 'trove.extensions.common.service.UserAccessController',
+    'root': 'trove.extensions.common.service.RootController'}
+
+
 class Request:
     """The WSGI request a notification reads the client/server IP from."""
     remote_addr = '127.0.0.1'
@@ -162,12 +181,32 @@ class Cloud:
         self.tenant = request['tenant']
         self.token = request['token']
 
-    def context(self, notification_cls):
+    def context(self, notification_cls=None):
         context = TroveContext(user_id='user-1', project_id=self.tenant,
                                auth_token=self.token, service_catalog=[],
                                request_id='req-%s' % uuid.uuid4())
-        context.notification = notification_cls(context, request=Request())
+        if notification_cls is not None:
+            context.notification = notification_cls(context,
+                                                    request=Request())
         return context
+
+    def api(self, controller, action, **kwargs):
+        """trove-api's ``controller`` (see CONTROLLERS) running
+        ``action``: the request carries the tenant's context, as Trove's
+        context middleware leaves it."""
+        req = wsgi.Request.blank(
+            '/v1.0/%s/instances/%s' % (self.tenant, kwargs['instance_id']))
+        req.environ[wsgi.CONTEXT_KEY] = self.context()
+        req.remote_addr = Request.remote_addr
+        handler = importutils.import_object(CONTROLLERS[controller])
+        try:
+            result = getattr(handler, action)(req, tenant_id=self.tenant,
+                                              **kwargs)
+        except exception.TroveError as exc:
+            return {'error': type(exc).__name__, 'message': str(exc),
+                    'code': getattr(exc, 'code', None)}
+        return {'status': result.status,
+                'body': result.data('application/json')}
 
     def create_instance(self, name, databases=(), users=(), backup_id=None,
                         replica_of=None, replica_count=None):
