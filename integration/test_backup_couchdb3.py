@@ -12,6 +12,8 @@ import threading
 import time
 import uuid
 
+import requests
+
 from integration.scenario import control_plane
 from integration.services import servers
 from integration import test_backup
@@ -24,6 +26,11 @@ _user = control_plane.user
 _backup_info = control_plane.backup_info
 _wait_backup = control_plane.wait_for_backup
 DOCS = 20000
+# The answers to a write CouchDB accepted (202: not yet on a quorum).
+ACCEPTED = (201, 202)
+# Writes the tenant makes while the backup runs, at least: it lasts
+# seconds, and one write takes milliseconds (about 770 writes here).
+LIVE_WRITES = 50
 # [query_server_config] commit_freq: CouchDB writes a view index's header
 # this many seconds after the index was updated; a copy taken before holds
 # the index as of its previous header.
@@ -42,23 +49,63 @@ def _load(session, url, start, count, batch=2000):
 
 
 class Writer(threading.Thread):
-    """The tenant writing one document after another until stopped."""
+    """The tenant writing one document after another until stopped.
+
+    Every write's outcome is kept in order, ``(doc id, answer)``: the HTTP
+    status, with CouchDB's body when it is not 201/202, or the error of a
+    request that got no answer.  The writer goes on after a failure (a
+    server that stops answering shows as failed writes, not as a writer
+    that stopped).
+    """
 
     def __init__(self, session, url):
         super().__init__(daemon=True)
         self.session, self.url = session, url
-        self.acknowledged = []
+        self.outcomes = []
         self.done = threading.Event()
 
     def run(self):
         n = 0
         while not self.done.is_set():
             doc_id = 'live-%06d' % n
-            answer = self.session.put('%s/%s' % (self.url, doc_id),
-                                      json={'n': n}, timeout=30)
-            if answer.status_code == 201:
-                self.acknowledged.append(doc_id)
+            try:
+                answer = self.session.put('%s/%s' % (self.url, doc_id),
+                                          json={'n': n}, timeout=30)
+                outcome = answer.status_code
+                if outcome not in ACCEPTED:
+                    outcome = '%s %s' % (outcome, answer.text.strip())
+            except requests.RequestException as exc:
+                outcome = repr(exc)
+            self.outcomes.append((doc_id, outcome))
+            if outcome not in ACCEPTED:
+                self.done.wait(0.1)
             n += 1
+
+    def acknowledged(self, first=0, end=None):
+        """The ids of the writes CouchDB accepted, of outcomes[first:end]."""
+        return [doc_id for doc_id, outcome in self.outcomes[first:end]
+                if outcome in ACCEPTED]
+
+    def wait_for_writes(self, count):
+        control_plane.wait_until(lambda: len(self.outcomes) >= count, 30,
+                                 '%d tenant writes' % count)
+        return len(self.outcomes)
+
+    def stop(self):
+        self.done.set()
+        self.join(30)
+        assert not self.is_alive(), 'the tenant writer did not stop'
+
+    def check(self, first, end, minimum):
+        """Every write succeeded, and ``minimum`` of them were made in
+        outcomes[first:end] (while the backup ran)."""
+        failed = [(doc_id, outcome) for doc_id, outcome in self.outcomes
+                  if outcome not in ACCEPTED]
+        assert not failed, 'tenant write %s failed: %s (%d of %d failed)' % (
+            failed[0] + (len(failed), len(self.outcomes)))
+        assert end - first >= minimum, (
+            'the tenant made %d writes while the backup ran, not %d'
+            % (end - first, minimum))
 
 
 def _shard_inodes(guest):
@@ -87,8 +134,11 @@ def test_hot_backup_under_writes_and_a_compaction_restores(swift_guest):
 
     writer = Writer(alice, shop)
     backup_id = str(uuid.uuid4())
+    a.conductor.create_backup_row(backup_id, a.id)
     writer.start()
     try:
+        # Written before Trove asks for the backup: the backup holds them.
+        started = writer.wait_for_writes(10)
         a.api.create_backup(_backup_info(a, backup_id))
         a.conductor.wait_for(
             'update_backup', a.id,
@@ -96,18 +146,24 @@ def test_hot_backup_under_writes_and_a_compaction_restores(swift_guest):
                        and m.kwargs.get('state') == 'BUILDING'), timeout=60)
         assert admin.post(shop + '/_compact', json={},
                           timeout=30).status_code == 202
-        fields = _wait_backup(a, backup_id, timeout=300).kwargs
+        _wait_backup(a, backup_id, timeout=300)
+        ended = len(writer.outcomes)
+        control_plane.wait_until(
+            lambda: not admin.get(shop, timeout=10).json()['compact_running'],
+            60, 'the compaction')
     finally:
-        writer.done.set()
-        writer.join(30)
+        writer.stop()
+    # What Trove holds of the backup; every write succeeded meanwhile.
+    fields = a.conductor.backup_row(backup_id)
     assert fields['state'] == 'COMPLETED', fields
+    writer.check(started, ended, LIVE_WRITES)
+    print('%d tenant writes while the backup ran' % (ended - started))
     # The compaction replaced the shard files while the backup ran.
-    control_plane.wait_until(
-        lambda: not admin.get(shop, timeout=10).json()['compact_running'],
-        60, 'the compaction')
     assert all(_shard_inodes(a)[name] != inode
                for name, inode in inodes.items()), 'no shard was compacted'
-    assert writer.acknowledged, 'the tenant wrote nothing meanwhile'
+    on_source = set(row['id'] for row in alice.get(
+        shop + '/_all_docs', timeout=60).json()['rows'])
+    assert set(writer.acknowledged()) <= on_source
 
     b = swift_guest('b')
     message = b.prepare_and_wait(backup_info={
@@ -123,8 +179,8 @@ def test_hot_backup_under_writes_and_a_compaction_restores(swift_guest):
     after = set(row['id'] for row in restored.get(
         b.url('shop', '_all_docs'), timeout=60).json()['rows'])
     # Every document there when the backup started, and no foreign one.
-    assert before <= after
-    assert after - before <= set(writer.acknowledged)
+    assert before | set(writer.acknowledged(end=started)) <= after
+    assert after - before <= set(writer.acknowledged())
     # The view index came back with the data: it answers without a
     # rebuild (its sequence is already there before the first query).
     info = restored.get(b.url('shop', '_design', 'app', '_info'),
