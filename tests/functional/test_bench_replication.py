@@ -39,10 +39,11 @@ MAY_BE_ZERO = ('backup, BUILDING to COMPLETED, s', 'backup object, MB')
 def _run(tmp_path, stop_when=None):
     """Run the bench in ``tmp_path/work``, watching its processes; once
     ``stop_when(work)`` is true, send it SIGTERM.  Its output, its exit
-    status, the processes it had (pid, start time) and the work dir."""
+    status, the processes it had ({(pid, start time): command line}) and
+    the work dir."""
     work = tmp_path / 'work'
     work.mkdir()
-    had = set()
+    had = {}
     with open(tmp_path / 'output', 'w') as output:
         bench = subprocess.Popen(
             [sys.executable, str(BENCH), '--docs', '200', '--writes', '10',
@@ -51,7 +52,7 @@ def _run(tmp_path, stop_when=None):
             stderr=subprocess.STDOUT, text=True)
         try:
             for _ in base.polling_loop(base.scaled(900), interval=0.5):
-                had |= _descendants(bench.pid)
+                had.update(_descendants(bench.pid))
                 if bench.poll() is not None:
                     break
                 if stop_when and stop_when(work):
@@ -67,43 +68,54 @@ def _run(tmp_path, stop_when=None):
 
 
 def _stat(pid):
-    """(parent pid, start time) of a running process, or None."""
+    """(parent pid, start time, state) of a process, or None."""
     try:
         with open('/proc/%d/stat' % pid) as f:
             fields = f.read().rsplit(')', 1)[1].split()
     except OSError:
         return None
-    return int(fields[1]), fields[19]
+    return int(fields[1]), fields[19], fields[0]
+
+
+def _cmdline(pid):
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            return f.read().replace(b'\0', b' ').decode(errors='replace')
+    except OSError:
+        return ''
 
 
 def _descendants(root):
-    """(pid, start time) of every process under ``root`` now."""
+    """{(pid, start time): command line} of every process under ``root``
+    now."""
     stats = {int(pid): _stat(int(pid))
              for pid in os.listdir('/proc') if pid.isdigit()}
-    found, todo = set(), [root]
+    found, todo = {}, [root]
     while todo:
         parent = todo.pop()
         for pid, stat in stats.items():
             if stat and stat[0] == parent:
-                found.add((pid, stat[1]))
+                found[pid, stat[1]] = _cmdline(pid)
                 todo.append(pid)
     return found
+
+
+def _running(pid, started):
+    """The process is still there and not a zombie (an Erlang VM's helper
+    that exited with it waits there until init reaps it)."""
+    stat = _stat(pid)
+    return bool(stat) and stat[1] == started and stat[2] not in 'ZX'
 
 
 def _left_behind(work, had):
     """What the bench left: files in ``work``, processes it had that still
     run, and processes whose command line names ``work`` (CouchDB nodes
     detach from their parent)."""
-    alive = sorted(pid for pid, started in had
-                   if (_stat(pid) or (0, None))[1] == started)
-    named = []
-    for pid in filter(str.isdigit, os.listdir('/proc')):
-        try:
-            with open('/proc/%s/cmdline' % pid, 'rb') as f:
-                if str(work).encode() in f.read():
-                    named.append(int(pid))
-        except OSError:
-            continue
+    alive = sorted('%d %s' % (pid, cmdline)
+                   for (pid, started), cmdline in had.items()
+                   if _running(pid, started))
+    named = [pid for pid in map(int, filter(str.isdigit, os.listdir('/proc')))
+             if str(work) in _cmdline(pid)]
     return os.listdir(work), alive, named
 
 
