@@ -113,9 +113,12 @@ class TroveCloud:
         return answer['result']
 
     def log(self, chars=6000):
+        """The end of Trove's log (all of it with ``chars=None``)."""
         path = self.workdir / 'trove26.log'
-        return path.read_text(errors='replace')[-chars:] if path.exists() \
-            else '(no log)'
+        if not path.exists():
+            return '(no log)'
+        text = path.read_text(errors='replace')
+        return text if chars is None else text[-chars:]
 
     def active(self, instance_id, timeout=180):
         """Wait until Trove shows the instance ACTIVE (no task, running)."""
@@ -293,6 +296,13 @@ def test_replicas_keep_the_tenants_backups(trove_cloud, swift):
     assert not [n for n in _swift_names(swift)
                 if n.startswith(snapshot['id'])]
     assert not cloud.call('instances')[a]['faults']
+    # The snapshot carried the source's replication password: Trove's
+    # taskmanager logs the snapshot, never the password (patch 0003).
+    state = json.loads((guest_of(a).agent.state_dir /
+                        'couchdb-replication.json').read_text())
+    assert state['source_password']
+    assert 'Snapshot info for creating replica' in cloud.log(chars=None)
+    assert state['source_password'] not in cloud.log(chars=None)
 
     # The replicas hold a's documents, and follow a.
     for replica in map(guest_of, replicas):
