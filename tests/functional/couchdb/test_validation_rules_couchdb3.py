@@ -484,7 +484,8 @@ def test_a_session_cookie_lasts_the_auth_timeout(node):
         with node.configured({rule.name: value}):
             answer = requests.post(
                 node.url + '/_session', timeout=TIMEOUT,
-                json=dict(zip(('name', 'password'), node.server.admin)))
+                json=dict(zip(('name', 'password'), node.server.admin,
+                              strict=True)))
         assert answer.status_code == 200
         assert 'Max-Age=%s;' % value in answer.headers['Set-Cookie']
 
@@ -544,7 +545,8 @@ def test_the_logger_takes_every_log_level(node):
             assert node.erlang('couch_log_config:get(level).') == value
             node.request('GET', probe)
             if rule.choices.index(value) <= rule.choices.index('notice'):
-                wait_for(lambda: probe in node.server.log.read_text(),
+                wait_for(lambda probe=probe:
+                         probe in node.server.log.read_text(),
                          'the request %s in the log' % probe)
 
 
@@ -719,18 +721,19 @@ def test_max_jobs_bounds_the_running_replications(node, replications):
         for value in bounds(rule):
             offset = node.log_size()
             node.set(rule.name, value)
-            wait_for(lambda: 'couch_replicator_scheduler: max_jobs set to '
+            wait_for(lambda value=value, offset=offset:
+                     'couch_replicator_scheduler: max_jobs set to '
                      '%s\n' % value in node.logged_since(offset),
                      'the scheduler taking max_jobs %s' % value)
             ids = [replications('jobs-%d-%s' % (n, secrets.token_hex(3)))
                    for n in range(started)]
 
-            def running():
+            def running(ids=ids):
                 return [job['id'] for job in _jobs(node)
                         if job['id'] in ids and job['pid']]
 
             allowed = min(int(value), started)
-            wait_for(lambda: len(running()) >= allowed,
+            wait_for(lambda allowed=allowed: len(running()) >= allowed,
                      '%d replications running' % allowed)
             assert len(running()) == allowed, (value, running())
             for replication_id in ids:
