@@ -33,16 +33,10 @@ _wait_backup = control_plane.wait_for_backup
 @pytest.fixture
 def swift_guest(guest_factory, swift):
     """Make guests whose backups go to the test Swift."""
-    token, storage_url = swift.token_and_storage_url()
-
     def make(name, key=KEY, **options):
-        defaults = {'swift_url': storage_url[:-len('test')],
-                    'backup_aes_cbc_key': key,
-                    'backup_segment_max_size': str(SEGMENT)}
-        defaults.update(options)
-        return guest_factory(name, options={'DEFAULT': defaults},
-                             auth={'auth_token': token,
-                                   'project_id': 'test'})
+        return control_plane.swift_guest(guest_factory, swift, name, key,
+                                         SEGMENT,
+                                         options={'DEFAULT': options})
 
     make.swift = swift
     return make
